@@ -1,0 +1,52 @@
+"""System checks; ids ``branching_ops.E001`` and up."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.apps import AppConfig
+from django.conf import settings
+from django.core.checks import CheckMessage
+from django.core.checks import Error
+from django.core.checks import Tags
+from django.core.checks import register
+
+from branching_ops.conf import conf
+from branching_ops.databases import BRANCH_NAME_RE
+from branching_ops.databases import BranchDatabases
+
+
+@register(Tags.database, Tags.compatibility)
+def check_databases(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+    databases = settings.DATABASES
+    if not isinstance(databases, BranchDatabases) or "default" not in databases:
+        return []
+    engine = databases["default"].get("ENGINE", "")
+    if engine != "django.db.backends.postgresql":
+        return [
+            Error(
+                f"BranchDatabases needs a PostgreSQL 'default' database, not {engine!r}.",
+                hint="Branches are PostgreSQL schemas; set ENGINE to "
+                "'django.db.backends.postgresql'.",
+                id="branching_ops.E001",
+            )
+        ]
+    return []
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+    tail = conf.SEARCH_PATH_TAIL
+    if not isinstance(tail, list) or not all(
+        isinstance(schema, str) and BRANCH_NAME_RE.fullmatch(schema) for schema in tail
+    ):
+        return [
+            Error(
+                f"BRANCHING_OPS['SEARCH_PATH_TAIL'] must be a list of schema names, not {tail!r}.",
+                hint="Each name: lowercase ASCII letters, digits and underscores, "
+                "not starting with a digit, e.g. ['public'].",
+                id="branching_ops.E002",
+            )
+        ]
+    return []

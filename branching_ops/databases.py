@@ -1,0 +1,111 @@
+"""``BranchDatabases``: the ``DATABASES`` mapping that serves branch aliases.
+
+Django's connection hygiene (``close_old_connections()``, ``close_all()``,
+the test framework) walks the aliases it can *iterate*. This mapping answers
+``schema_<name>`` for any valid branch name while iterating only the static
+aliases, so Django keeps managing those and :mod:`branching_ops.tracking`
+manages the branches.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.utils.connection import ConnectionDoesNotExist
+
+from branching_ops import tracking
+from branching_ops.conf import conf
+
+ALIAS_PREFIX = "schema_"
+APPLICATION_NAME_MARKER = "branch:"
+BRANCH_NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# PostgreSQL keeps NAMEDATALEN - 1 bytes of application_name and drops the rest.
+APPLICATION_NAME_MAX_BYTES = 63
+
+
+def branch_name_error(name: str) -> str | None:
+    """Say why ``name`` is not a valid branch name, or return ``None``.
+
+    Branch names end up in libpq options and in SQL identifiers; only this
+    conservative alphabet is accepted, so nothing is ever spliced unchecked.
+    """
+    if BRANCH_NAME_RE.fullmatch(name) is None:
+        return (
+            f"{name!r} is not a valid branch name: it must be 1 to 63 characters "
+            "of lowercase ASCII letters, digits and underscores, not starting "
+            "with a digit."
+        )
+    return None
+
+
+def branch_alias(name: str) -> str:
+    """Return the connection alias of branch ``name``; ``ValueError`` if invalid."""
+    error = branch_name_error(name)
+    if error is not None:
+        raise ValueError(error)
+    return ALIAS_PREFIX + name
+
+
+def branch_application_name(name: str, project_name: str | None) -> str:
+    """The ``application_name`` a branch connection shows in ``pg_stat_activity``."""
+    label = APPLICATION_NAME_MARKER + name
+    return f"{project_name}/{label}" if project_name else label
+
+
+def branch_from_application_name(application_name: str) -> str | None:
+    """The branch a backend serves, from its ``application_name``, or ``None``.
+
+    The name may be cut short where the server truncated a long
+    ``application_name`` to 63 bytes.
+    """
+    head, marker, name = application_name.rpartition(APPLICATION_NAME_MARKER)
+    if not marker or (head and not head.endswith("/")):
+        return None
+    return name if BRANCH_NAME_RE.fullmatch(name) else None
+
+
+class BranchDatabases(dict[str, dict[str, Any]]):
+    """``DATABASES`` that also answers ``schema_<name>`` for every valid name.
+
+    Iteration, ``len()`` and ``keys()`` see only the static aliases given to
+    the constructor. ``alias in databases`` is true for every alias with the
+    ``schema_`` prefix so that an invalid name reaches :meth:`__getitem__`
+    and fails there with a message that says why.
+    """
+
+    def __contains__(self, alias: object) -> bool:
+        return super().__contains__(alias) or (
+            isinstance(alias, str) and alias.startswith(ALIAS_PREFIX)
+        )
+
+    def __getitem__(self, alias: str) -> dict[str, Any]:
+        if super().__contains__(alias) or not alias.startswith(ALIAS_PREFIX):
+            return super().__getitem__(alias)
+        name = alias.removeprefix(ALIAS_PREFIX)
+        error = branch_name_error(name)
+        if error is not None:
+            raise ConnectionDoesNotExist(f"The connection '{alias}' doesn't exist: {error}")
+        # Django asks for an alias' settings once per thread, when it creates
+        # the connection wrapper: that is the moment to start tracking it.
+        branch_settings = self.branch_settings(name)
+        tracking.track(alias)
+        return branch_settings
+
+    def branch_settings(self, name: str) -> dict[str, Any]:
+        """Build the settings of branch ``name`` from the configured ``default``.
+
+        Override to change how a branch connects. The result keeps every key
+        and ``OPTIONS`` entry of ``default`` and adds only the branch's
+        ``search_path`` and an ``application_name`` that names the branch.
+        """
+        default = super().__getitem__("default")
+        options = dict(default.get("OPTIONS", {}))
+        search_path = ",".join([name, *conf.SEARCH_PATH_TAIL])
+        options["options"] = " ".join(
+            part for part in (options.get("options"), f"-c search_path={search_path}") if part
+        )
+        options["application_name"] = branch_application_name(
+            name, options.get("application_name")
+        )
+        return {**default, "OPTIONS": options, "TEST": dict(default.get("TEST", {}))}

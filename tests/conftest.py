@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from django.conf import settings
+from django.db import connections
+
+from branching_ops.testing.postgres import PostgresServer
+from branching_ops.testing.postgres import running_postgres
+from branching_ops.tracking import close_branch_connections
+from tests.backends import BranchBackends
+
+# Low on purpose: a leak runs into "too many clients" quickly.
+MAX_CONNECTIONS = 40
+APP_ROLE = "app"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """The suite's own PostgreSQL, started once; exported for subprocesses."""
+    with running_postgres(max_connections=MAX_CONNECTIONS) as server:
+        with server.connect() as setup:
+            # The application role is not a superuser: superusers may use the
+            # reserved slots, and the tests want the ordinary limit.
+            setup.execute(f"CREATE ROLE {APP_ROLE} LOGIN CREATEDB")
+        os.environ["BRANCHING_OPS_TEST_PGHOST"] = server.host
+        os.environ["BRANCHING_OPS_TEST_PGPORT"] = str(server.port)
+        yield server
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(postgres: PostgresServer) -> None:
+    # settings.DATABASES is the very dict Django's connections read, so the
+    # address reaches every connection created from here on.
+    settings.DATABASES["default"].update(HOST=postgres.host, PORT=str(postgres.port))
+
+
+@pytest.fixture
+def branch_backends(postgres: PostgresServer, transactional_db: None) -> Iterator[BranchBackends]:
+    """This test database's branch backends, read from the server."""
+    backends = BranchBackends(postgres, connections["default"].settings_dict["NAME"])
+    yield backends
+    backends.close()
+
+
+@pytest.fixture(autouse=True)
+def _close_branches_after_test() -> Iterator[None]:
+    """Tests leave no branch connection on the main thread for the next one."""
+    yield
+    close_branch_connections()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A run that selects no test (``-k`` matching nothing) is not a failure."""
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        session.exitstatus = pytest.ExitCode.OK

@@ -1,0 +1,38 @@
+"""Settings of the test project; the server address comes from the environment.
+
+The pytest session starts its own PostgreSQL and exports its address, so
+``manage.py`` subprocesses started by the tests reach the same server.
+"""
+
+from __future__ import annotations
+
+import os
+
+from branching_ops.databases import BranchDatabases
+
+SECRET_KEY = "branching-ops-tests"
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+ROOT_URLCONF = "tests.project.urls"
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+MIDDLEWARE: list[str] = []
+
+INSTALLED_APPS = [
+    "branching_ops",
+    "tests.testapp",
+]
+
+DATABASES = BranchDatabases(
+    {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": os.environ.get("BRANCHING_OPS_TEST_PGHOST", "127.0.0.1"),
+            "PORT": os.environ.get("BRANCHING_OPS_TEST_PGPORT", "5432"),
+            "USER": "app",
+            "NAME": os.environ.get("BRANCHING_OPS_TEST_DBNAME", "branching_ops"),
+            "TEST": {"NAME": "branching_ops_test"},
+        }
+    }
+)
+DATABASE_ROUTERS = ["branching_ops.routers.BranchRouter"]

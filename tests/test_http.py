@@ -1,0 +1,204 @@
+"""The HTTP entry point, through Django's real WSGI handler and real PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import pytest
+from django.core.signals import request_finished
+from django.core.signals import request_started
+from django.db import connections
+from django.db import transaction
+
+from branching_ops.testing.postgres import PostgresServer
+from branching_ops.tracking import close_old_branch_connections
+from branching_ops.tracking import stored_wrapper
+from branching_ops.tracking import tracked_aliases
+from tests.backends import BranchBackends
+from tests.wsgi import get
+
+
+@contextmanager
+def receivers_disconnected() -> Iterator[None]:
+    """Run without this package's request receivers: plain Django."""
+    request_started.disconnect(dispatch_uid="branching_ops.request_started")
+    request_finished.disconnect(dispatch_uid="branching_ops.request_finished")
+    try:
+        yield
+    finally:
+        request_started.connect(
+            close_old_branch_connections, dispatch_uid="branching_ops.request_started"
+        )
+        request_finished.connect(
+            close_old_branch_connections, dispatch_uid="branching_ops.request_finished"
+        )
+
+
+@pytest.fixture
+def conn_max_age(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
+    """Set CONN_MAX_AGE of ``default`` (and so of branches created from now on)."""
+
+    def set_age(seconds: int) -> None:
+        monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", seconds)
+        connections["default"].close()  # reconnects with the new age
+
+    return set_age
+
+
+def test_sequential_branches_leave_no_backend(branch_backends: BranchBackends) -> None:
+    for i in range(100):
+        assert get(f"/branch/seq_{i}/") == (200, f"seq_{i},public")
+
+    branch_backends.wait_for([])
+    assert tracked_aliases() == []
+
+
+def test_without_receivers_branches_leak(branch_backends: BranchBackends) -> None:
+    with receivers_disconnected():
+        for i in range(20):
+            assert get(f"/branch/leak_{i}/") == (200, f"leak_{i},public")
+
+        branch_backends.wait_for([f"branch:leak_{i}" for i in range(20)])
+
+    print(f"\nleaked without receivers: {len(branch_backends())} of 20")
+
+
+def test_backend_carries_branch_application_name(branch_backends: BranchBackends) -> None:
+    with connections["schema_named"].cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+    branch_backends.wait_for(["branch:named"])
+
+
+def test_conn_max_age_follows_default(
+    branch_backends: BranchBackends, conn_max_age: Callable[[int], None]
+) -> None:
+    conn_max_age(1)
+    assert get("/default/") == (200, "default")
+    assert get("/branch/young/") == (200, "young,public")
+
+    assert get("/ok/") == (200, "ok")
+
+    branch_backends.wait_for(["branch:young"])
+    assert connections["default"].connection is not None
+    young = connections["schema_young"]
+    assert young.close_at is not None
+    time.sleep(max(0.0, young.close_at - time.monotonic()) + 0.05)  # let it age
+
+    assert get("/ok/") == (200, "ok")
+
+    branch_backends.wait_for([])
+    assert connections["default"].connection is None
+    assert tracked_aliases() == []
+
+
+def test_thread_pool_never_runs_out_of_slots(
+    branch_backends: BranchBackends, postgres: PostgresServer
+) -> None:
+    threads, branches = 8, 200
+    assert postgres.max_connections < threads * branches
+    peak = 0
+    done = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, len(branch_backends()))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            paths = [f"/branch/pool_{i % branches}/" for i in range(2 * branches)]
+            results = list(pool.map(get, paths))
+    finally:
+        done.set()
+        watcher.join()
+
+    print(f"\nthread pool: peak branch backends {peak} for {threads} threads")
+    assert [status for status, _ in results] == [200] * len(paths)
+    # One open connection per thread, plus backends whose client has closed
+    # but which have not finished exiting; a leak would climb to the limit.
+    assert 0 < peak <= 2 * threads
+    branch_backends.wait_for([])
+
+
+def test_cleanup_never_closes_inside_atomic(branch_backends: BranchBackends) -> None:
+    with transaction.atomic(using="schema_atomic_b"):
+        with connections["schema_atomic_b"].cursor() as cursor:
+            cursor.execute("SELECT 1")
+
+        assert close_old_branch_connections() == 0
+
+        branch_backends.wait_for(["branch:atomic_b"])
+        assert tracked_aliases() == ["schema_atomic_b"]
+
+    assert close_old_branch_connections() == 1
+    branch_backends.wait_for([])
+
+
+def test_dropped_schema_under_open_connection(
+    branch_backends: BranchBackends, conn_max_age: Callable[[int], None]
+) -> None:
+    conn_max_age(60)
+    branch = connections["schema_dropped"]
+    with branch.cursor() as cursor:
+        cursor.execute("CREATE SCHEMA dropped")
+        cursor.execute("CREATE TABLE dropped.t (id int)")
+        cursor.execute("SELECT * FROM t")
+        cursor.execute("DROP SCHEMA dropped CASCADE")
+
+    with pytest.raises(Exception, match='relation "t" does not exist'), branch.cursor() as cursor:
+        cursor.execute("SELECT * FROM t")
+    assert branch.errors_occurred
+
+    assert close_old_branch_connections() == 0  # still usable: Django keeps it
+
+    assert get("/branch/dropped/") == (200, "dropped,public")
+    branch_backends.wait_for(["branch:dropped"])
+
+
+def test_server_restart_under_tracked_connections(
+    postgres: PostgresServer,
+    conn_max_age: Callable[[int], None],
+    transactional_db: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    conn_max_age(60)
+    connections["default"].settings_dict["CONN_HEALTH_CHECKS"] = True
+    try:
+        for name in ("restart_a", "restart_b"):
+            assert get(f"/branch/{name}/") == (200, f"{name},public")
+        assert tracked_aliases() == ["schema_restart_a", "schema_restart_b"]
+
+        postgres.restart()
+
+        assert get("/ok/") == (200, "ok")  # cleanup runs on dead sockets
+        assert get("/branch/restart_a/") == (200, "restart_a,public")
+        assert get("/branch/restart_c/") == (200, "restart_c,public")
+    finally:
+        connections["default"].settings_dict["CONN_HEALTH_CHECKS"] = False
+        connections["default"].close()
+    assert "Traceback" not in caplog.text
+    backends = BranchBackends(postgres, connections["default"].settings_dict["NAME"])
+    try:
+        backends.wait_for(["branch:restart_a", "branch:restart_c"])
+    finally:
+        backends.close()
+
+
+@pytest.mark.slow
+def test_memory_follows_open_branches_not_branches_seen(branch_backends: BranchBackends) -> None:
+    aliases = [f"schema_mem_{i}" for i in range(2000)]
+    for alias in aliases:
+        name = alias.removeprefix("schema_")
+        assert get(f"/branch/{name}/") == (200, f"{name},public")
+
+    assert tracked_aliases() == []
+    assert [alias for alias in aliases if stored_wrapper(alias) is not None] == []
+    branch_backends.wait_for([])
