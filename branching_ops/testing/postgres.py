@@ -61,19 +61,26 @@ def _runnable_bindir(bindir: Path, user: str | None, workdir: Path) -> Path:
     """``bindir``, or a copy of its installation the unprivileged user can run.
 
     A wheel inside a root-only directory (``/root/...``) is not executable by
-    ``nobody``; copy its whole installation (bin, lib, share) to ``workdir``.
+    ``nobody``. Copy its installation (bin, lib, share) to ``workdir``, with the
+    ``<package>.libs`` folder auditwheel puts beside the package: the binaries
+    find their shared libraries through an RPATH relative to themselves.
     """
     if user is None:
         return bindir
-    probe = subprocess.run(
-        [str(bindir / "postgres"), "--version"], user=user, capture_output=True, check=False
-    )
-    if probe.returncode == 0:
+    try:
+        subprocess.run(
+            [str(bindir / "postgres"), "--version"], user=user, capture_output=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        pass  # not runnable by ``user`` where it lies: copy it below
+    else:
         return bindir
-    copy = workdir / "pginstall"
-    shutil.copytree(bindir.parent, copy, symlinks=True)
-    shutil.chown(workdir, user)
-    return copy / "bin"
+    install, package = bindir.parent, bindir.parent.parent
+    copy_root = workdir / "pg"
+    shutil.copytree(install, copy_root / package.name / install.name, symlinks=True)
+    for libs in package.parent.glob(f"{package.name}.libs"):
+        shutil.copytree(libs, copy_root / libs.name, symlinks=True)
+    return copy_root / package.name / install.name / "bin"
 
 
 @dataclass
