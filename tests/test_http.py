@@ -202,3 +202,39 @@ def test_memory_follows_open_branches_not_branches_seen(branch_backends: BranchB
     assert tracked_aliases() == []
     assert [alias for alias in aliases if stored_wrapper(alias) is not None] == []
     branch_backends.wait_for([])
+
+
+def test_failed_close_is_logged_and_the_loop_goes_on(
+    branch_backends: BranchBackends,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("fail_a", "fail_b"):
+        with connections[f"schema_{name}"].cursor() as cursor:
+            cursor.execute("SELECT 1")
+    failing = connections["schema_fail_a"]
+    real_close = getattr(failing, "_close")  # noqa: B009 - private to the backend
+
+    def broken_close() -> None:
+        real_close()  # the socket really closes; the error comes after
+        raise OSError("injected failure")
+
+    monkeypatch.setattr(failing, "_close", broken_close)
+
+    assert close_old_branch_connections() == 2
+
+    assert "Closing branch connection schema_fail_a failed." in caplog.text
+    assert "injected failure" in caplog.text
+    assert tracked_aliases() == []
+    branch_backends.wait_for([])
+
+
+def test_wrapper_never_connected_is_forgotten_without_counting(
+    branch_backends: BranchBackends,
+) -> None:
+    connections["schema_unused"]
+
+    assert tracked_aliases() == ["schema_unused"]
+    assert close_old_branch_connections() == 0
+    assert tracked_aliases() == []
+    assert stored_wrapper("schema_unused") is None
