@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from collections.abc import Collection
 
 from asgiref.local import Local
 from django.db import connections
@@ -62,13 +63,13 @@ def close_old_branch_connections(**kwargs: object) -> int:
     return _close_tracked(BaseDatabaseWrapper.close_if_unusable_or_obsolete, "obsolete")
 
 
-def close_branch_connections(**kwargs: object) -> int:
+def close_branch_connections(aliases: Collection[str] | None = None) -> int:
     """Close every branch connection this thread holds, unconditionally.
 
-    For the end of a command, of a job process, or before a fork. Never
-    raises. Returns how many it closed.
+    For the end of a command, of a job process, or before a fork; limited to
+    ``aliases`` when given. Never raises. Returns how many it closed.
     """
-    return _close_tracked(BaseDatabaseWrapper.close, "shutdown")
+    return _close_tracked(BaseDatabaseWrapper.close, "shutdown", aliases)
 
 
 def stored_wrapper(alias: str) -> BaseDatabaseWrapper | None:
@@ -81,10 +82,14 @@ def stored_wrapper(alias: str) -> BaseDatabaseWrapper | None:
     return wrapper
 
 
-def _close_tracked(close: Callable[[BaseDatabaseWrapper], None], reason: str) -> int:
+def _close_tracked(
+    close: Callable[[BaseDatabaseWrapper], None],
+    reason: str,
+    only: Collection[str] | None = None,
+) -> int:
     aliases = _tracked()
     closed = 0
-    for alias in list(aliases):
+    for alias in [alias for alias in aliases if only is None or alias in only]:
         wrapper = stored_wrapper(alias)
         if wrapper is None:
             # Dropped by someone else (``del connections[alias]``): nothing to close.

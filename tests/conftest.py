@@ -9,6 +9,8 @@ from django.db import connections
 
 from branching_ops.testing.postgres import PostgresServer
 from branching_ops.testing.postgres import running_postgres
+from branching_ops.testing.redis import RedisServer
+from branching_ops.testing.redis import running_redis
 from branching_ops.tracking import close_branch_connections
 from tests.backends import BranchBackends
 
@@ -27,6 +29,15 @@ def postgres() -> Iterator[PostgresServer]:
             setup.execute(f"CREATE ROLE {APP_ROLE} LOGIN CREATEDB")
         os.environ["BRANCHING_OPS_TEST_PGHOST"] = server.host
         os.environ["BRANCHING_OPS_TEST_PGPORT"] = str(server.port)
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """The suite's own redis-server, started once; exported for subprocesses."""
+    with running_redis() as server:
+        os.environ["BRANCHING_OPS_TEST_REDIS_URL"] = server.url
+        settings.RQ_QUEUES["default"]["URL"] = server.url
         yield server
 
 

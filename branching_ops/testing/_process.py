@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 
@@ -32,6 +33,15 @@ def unprivileged_user() -> str | None:
             continue
         return name
     raise RuntimeError("Running as root, and there is no 'postgres' or 'nobody' user to drop to.")
+
+
+def runnable_by(binary: str, user: str | None) -> bool:
+    """Whether ``user`` (``None``: ourselves) can execute ``binary --version``."""
+    try:
+        subprocess.run([binary, "--version"], user=user, capture_output=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return False
+    return True
 
 
 def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:

@@ -24,6 +24,7 @@ import psycopg
 
 from branching_ops.databases import APPLICATION_NAME_MARKER
 from branching_ops.testing._process import free_port
+from branching_ops.testing._process import runnable_by
 from branching_ops.testing._process import unprivileged_user
 from branching_ops.testing._process import wait_until
 
@@ -65,15 +66,7 @@ def _runnable_bindir(bindir: Path, user: str | None, workdir: Path) -> Path:
     ``<package>.libs`` folder auditwheel puts beside the package: the binaries
     find their shared libraries through an RPATH relative to themselves.
     """
-    if user is None:
-        return bindir
-    try:
-        subprocess.run(
-            [str(bindir / "postgres"), "--version"], user=user, capture_output=True, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        pass  # not runnable by ``user`` where it lies: copy it below
-    else:
+    if runnable_by(str(bindir / "postgres"), user):
         return bindir
     install, package = bindir.parent, bindir.parent.parent
     copy_root = workdir / "pg"

@@ -19,6 +19,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 MIDDLEWARE: list[str] = []
 
 INSTALLED_APPS = [
+    "django_rq",
     "branching_ops",
     "tests.testapp",
 ]
@@ -32,7 +33,12 @@ DATABASES = BranchDatabases(
             "USER": "app",
             "NAME": os.environ.get("BRANCHING_OPS_TEST_DBNAME", "branching_ops"),
             "TEST": {"NAME": "branching_ops_test"},
+            "CONN_MAX_AGE": int(os.environ.get("BRANCHING_OPS_TEST_CONN_MAX_AGE", "0")),
         }
     }
 )
 DATABASE_ROUTERS = ["branching_ops.routers.BranchRouter"]
+
+RQ_QUEUES = {
+    "default": {"URL": os.environ.get("BRANCHING_OPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")},
+}
