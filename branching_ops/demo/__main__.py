@@ -1,0 +1,5 @@
+from __future__ import annotations
+
+from branching_ops.demo.cli import main
+
+raise SystemExit(main())
