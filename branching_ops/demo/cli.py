@@ -13,8 +13,9 @@ from branching_ops.demo.soak import SoakParams
 from branching_ops.demo.soak import run_soak
 
 
-def parser(defaults: SoakParams = SoakParams()) -> argparse.ArgumentParser:
+def parser(defaults: SoakParams | None = None) -> argparse.ArgumentParser:
     """The soak's flags, with ``defaults`` (the benchmark passes larger ones)."""
+    defaults = defaults or SoakParams()
     parser = argparse.ArgumentParser(
         prog="python -m branching_ops.demo",
         description=(

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
-import waitress
 from django.core.wsgi import get_wsgi_application
+from waitress.server import create_server
 
 from branching_ops.demo import project
 
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, stop)
-    server = waitress.create_server(
+    server = create_server(
         application, host="127.0.0.1", port=args.port, threads=args.threads, ident="demo"
     )
     server.run()

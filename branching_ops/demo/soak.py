@@ -282,7 +282,6 @@ def _request(connection: http.client.HTTPConnection, path: str) -> tuple[int, by
         return 0, str(exc).encode()
 
 
-
 def _error_kind(body: bytes) -> str:
     """The server's message without the per-connection details (host, port)."""
     text = body.decode(errors="replace").strip()
