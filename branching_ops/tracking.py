@@ -19,6 +19,7 @@ from collections.abc import Collection
 
 from asgiref.local import Local
 from django.db import connections
+from django.db.backends.base.base import RAN_DB_VERSION_CHECK
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 logger = logging.getLogger("branching_ops")
@@ -108,6 +109,9 @@ def _close_tracked(
             # the branches a thread has open, not every branch it ever saw.
             del aliases[alias]
             del connections[alias]
+            # Django remembers, per process, every alias whose server version
+            # it checked; forget this one too (checked again if it reconnects).
+            RAN_DB_VERSION_CHECK.discard(alias)
             if was_open:
                 closed += 1
                 logger.debug("Closed branch connection %s (%s).", alias, reason)

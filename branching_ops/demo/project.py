@@ -115,7 +115,9 @@ class DemoDatabases(BranchDatabases):
             or not alias.startswith(ALIAS_PREFIX)
         ):
             return super().__getitem__(alias)
-        branch_settings = self.branch_settings(alias.removeprefix(ALIAS_PREFIX))
+        name = alias.removeprefix(ALIAS_PREFIX)
+        branch_alias(name)  # ValueError if invalid, before anything else
+        branch_settings = self.branch_settings(name)
         if _active.track is not None:
             _active.track(alias)
         return branch_settings

@@ -1,0 +1,150 @@
+"""Request cost with branching_ops vs plain Django, through Django's real WSGI handler.
+
+One process, one thread, one branch per mode, interleaved blocks of requests
+(the order rotates every round), so machine noise hits every mode alike.
+Branch connections persist (``CONN_MAX_AGE=600``) in every mode: the
+difference is the package's bookkeeping, not reconnecting.
+
+Then every mode visits ``--seen`` other branches, each closed afterwards (by
+the mode's receivers at ``CONN_MAX_AGE=0``; by hand in plain Django, which
+would otherwise leak them), and the same measurement runs again: cleanup
+must cost O(open connections), not O(branches ever seen).
+
+    python -m benchmarks.overhead [--rounds 500] [--block 10] [--seen 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+from wsgiref.util import setup_testing_defaults
+
+from django.core.handlers.wsgi import WSGIHandler
+from django.db import connections
+
+from benchmarks._database import DBNAME
+from benchmarks._database import bench_database
+from branching_ops.demo import project
+from branching_ops.demo.project import BRANCHING_OPS
+from branching_ops.demo.project import PLAIN
+from branching_ops.demo.project import SIGNALS_ONLY
+from branching_ops.demo.project import Mode
+from branching_ops.demo.soak import APP_ROLE
+
+TARGET = 0.03
+MODES = (PLAIN, BRANCHING_OPS, SIGNALS_ONLY)
+PERSISTENT = 600
+
+
+def get(handler: Any, path: str) -> int:
+    """GET ``path`` through the WSGI handler (signals and all); return the status."""
+    environ: dict[str, Any] = {"PATH_INFO": path}
+    setup_testing_defaults(environ)
+    status: list[str] = []
+
+    def start_response(status_line: str, *args: Any) -> None:
+        status.append(status_line)
+
+    response = handler(environ, start_response)
+    try:
+        b"".join(response)
+    finally:
+        response.close()  # sends request_finished
+    return int(status[0].split()[0])
+
+
+def measure(handler: Any, rounds: int, block: int) -> dict[Mode, float]:
+    """Each mode's median request time, in microseconds.
+
+    The median of single requests, not the mean of blocks: other processes on
+    the machine stretch some requests by milliseconds, and the median ignores
+    them while the interleaving gives every mode the same share of them.
+    """
+    samples: dict[Mode, list[int]] = {mode: [] for mode in MODES}
+    for mode in MODES:  # open each mode's branch connection before timing
+        project.use_mode(mode)
+        assert get(handler, f"/branch/bench_{mode.name}/") == 200
+    for round_ in range(rounds):
+        shift = round_ % len(MODES)
+        for mode in MODES[shift:] + MODES[:shift]:
+            project.use_mode(mode)
+            path = f"/branch/bench_{mode.name}/"
+            for _ in range(block):
+                start = time.perf_counter_ns()
+                status = get(handler, path)
+                samples[mode].append(time.perf_counter_ns() - start)
+                if status != 200:
+                    raise RuntimeError(f"{path} failed in mode {mode.name}")
+    return {mode: statistics.median(values) / 1000 for mode, values in samples.items()}
+
+
+def visit_and_close(handler: Any, seen: int) -> None:
+    """Each mode visits ``seen`` branches, each closed once its request is over."""
+    default = connections["default"].settings_dict
+    default["CONN_MAX_AGE"] = 0  # copied into the branches created from now on
+    try:
+        for mode in MODES:
+            project.use_mode(mode)
+            for number in range(seen):
+                name = f"seen_{mode.name}_{number}"
+                assert get(handler, f"/branch/{name}/") == 200
+                if mode is PLAIN:
+                    connections[f"schema_{name}"].close()
+    finally:
+        default["CONN_MAX_AGE"] = PERSISTENT
+
+
+def report(title: str, times: dict[Mode, float]) -> list[bool]:
+    print(f"\n{title}")
+    baseline = times[PLAIN]
+    verdicts = []
+    for mode, micros in times.items():
+        line = f"  {mode.label:<34} {micros:8.1f} µs/request"
+        if mode is not PLAIN:
+            ratio = micros / baseline - 1
+            line += f"  {ratio:+7.1%} vs plain Django"
+            if mode is BRANCHING_OPS:
+                verdicts.append(ratio <= TARGET)
+                line += f"  (target ≤ {TARGET:.0%}: {'PASS' if ratio <= TARGET else 'MISS'})"
+        print(line)
+    return verdicts
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=500, help="default: %(default)s")
+    parser.add_argument("--block", type=int, default=10, help="requests per mode and round")
+    parser.add_argument("--seen", type=int, default=1000, help="branches seen before")
+    args = parser.parse_args()
+
+    with bench_database() as server:
+        project.configure(
+            PLAIN,
+            host=server.host,
+            port=server.port,
+            dbname=DBNAME,
+            user=APP_ROLE,
+            conn_max_age=PERSISTENT,
+        )
+        handler = WSGIHandler()
+        print(
+            f"{args.rounds} rounds × {args.block} requests per mode, interleaved; "
+            "figures are medians of single requests"
+        )
+        verdicts = report("1 branch:", measure(handler, args.rounds, args.block))
+        visit_and_close(handler, args.seen)
+        print(f"\ntracked aliases after visiting {args.seen} branches:")
+        for mode in (BRANCHING_OPS, SIGNALS_ONLY):
+            project.use_mode(mode)
+            print(f"  {mode.label:<34} {mode.tracked()}")
+        verdicts += report(
+            f"1 branch, {args.seen} other branches visited before on the same thread:",
+            measure(handler, args.rounds, args.block),
+        )
+    return 0 if all(verdicts) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
