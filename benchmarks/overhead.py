@@ -130,7 +130,7 @@ def main() -> int:
         )
         handler = WSGIHandler()
         print(
-            f"{args.rounds} rounds × {args.block} requests per mode, interleaved; "
+            f"{args.rounds} rounds x {args.block} requests per mode, interleaved; "
             "figures are medians of single requests"
         )
         verdicts = report("1 branch:", measure(handler, args.rounds, args.block))
