@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from branching_ops.demo import cli
 from branching_ops.testing._process import wait_until
 
 THREADS = 2
@@ -130,3 +132,39 @@ def test_ctrl_c_stops_everything(tmp_path: Path, demo_tmp: Path) -> None:
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=postgres").close()
     assert not (tmp_path / "demo.png").exists()
+
+
+def test_missing_extra_is_named_before_anything_starts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "waitress" else real_find_spec(name, *args),
+    )
+    monkeypatch.setattr(cli, "run_soak", None)  # would fail if reached
+
+    assert cli.main([]) == 2
+
+    assert capsys.readouterr().err == (
+        'The demo needs waitress: python -m pip install "django-branching-ops[demo]"\n'
+    )
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--threads=0", "argument --threads: must be at least 1, not 0"),
+        ("--conn-max-age=-1", "argument --conn-max-age: must not be negative, not -1"),
+        ("--requests=x", "argument --requests: invalid positive value: 'x'"),
+    ],
+)
+def test_bad_flags_are_refused(
+    flag: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([flag])
+
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.endswith(f"error: {message}\n")

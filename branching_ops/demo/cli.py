@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -64,14 +65,27 @@ def params_from(args: argparse.Namespace) -> SoakParams:
     )
 
 
+def missing_dependencies() -> list[str]:
+    """The ``demo`` extra's packages that are not installed."""
+    return [name for name in ("matplotlib", "waitress") if importlib.util.find_spec(name) is None]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if missing := missing_dependencies():
+        print(
+            f"The demo needs {' and '.join(missing)}: "
+            'python -m pip install "django-branching-ops[demo]"',
+            file=sys.stderr,
+        )
+        return 2
     params = params_from(args)
     try:
         results = run_soak(params, report.ProgressBars())
     except KeyboardInterrupt:
         print("\nInterrupted; the server and its files are gone.", file=sys.stderr)
         return 130
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     report.plot(results, params, args.out)
     if args.json:
         document = {
