@@ -67,7 +67,7 @@ def check_search_path_settings(
                 id="branching_ops.E020",
             )
         )
-    verify = conf.VERIFY_SEARCH_PATH
+    verify: object = conf.VERIFY_SEARCH_PATH
     if not isinstance(verify, bool):
         errors.append(
             Error(

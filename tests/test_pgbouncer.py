@@ -89,7 +89,7 @@ def wait_for_clients(bouncer: PgBouncer, dbname: str, expected: list[str]) -> No
     wait_until(
         lambda: bouncer.client_application_names(dbname) == sorted(expected),
         timeout=10,
-        what=f"PgBouncer clients {sorted(expected)}, last {bouncer.client_application_names(dbname)}",
+        what=f"PgBouncer's clients of {dbname} to be {sorted(expected)}",
     )
 
 
@@ -102,7 +102,7 @@ def markers(dbname: str) -> Iterator[Callable[[list[str]], None]]:
     created: list[str] = []
 
     def create(names: list[str]) -> None:
-        sql = "CREATE TABLE public.marker (name text); INSERT INTO public.marker VALUES ('public');"
+        sql = "CREATE TABLE marker (name text); INSERT INTO marker VALUES ('public');"
         for name in names:
             sql += (
                 f"CREATE SCHEMA {name}; CREATE TABLE {name}.marker (name text); "
@@ -167,9 +167,11 @@ def test_dropped_options_are_caught_and_no_write_lands_in_public(
     try:
         reroute_branches(HOST=lenient.host, PORT=str(lenient.port))
 
-        with pytest.raises(SearchPathError, match=r"has search_path '\"\$user\", public'"):
-            with activate_branch("stray"):
-                Note.objects.create(id=1, text="meant for stray")
+        with (
+            pytest.raises(SearchPathError, match=r"has search_path '\"\$user\", public'"),
+            activate_branch("stray"),
+        ):
+            Note.objects.create(id=1, text="meant for stray")
 
         assert rows() == {"public": [], "stray": []}
         wait_for_clients(lenient, dbname, [])

@@ -81,7 +81,7 @@ class PgBouncer:
         with self.admin() as console, console.cursor() as cursor:
             cursor.execute(f"SHOW {what}")
             names = [column.name for column in cursor.description or []]
-            return [dict(zip(names, row)) for row in cursor.fetchall()]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def client_application_names(self, dbname: str) -> list[str]:
         """``application_name`` of every client connected to ``dbname``, sorted."""
@@ -131,7 +131,7 @@ def running_pgbouncer(
     """
     binary = find_pgbouncer()
     if binary is None:
-        raise RuntimeError("No pgbouncer binary found: install it (Debian: apt-get install pgbouncer).")
+        raise RuntimeError("No pgbouncer binary found (Debian: apt-get install pgbouncer).")
     user = unprivileged_user()
     workdir = Path(tempfile.mkdtemp(prefix="branching-ops-pgbouncer-"))
     bouncer = PgBouncer(workdir, free_port(), admin_user=users[0])
@@ -151,7 +151,7 @@ def running_pgbouncer(
             "logfile": str(bouncer.log_path),
             **(extra or {}),
         }
-        config = "[databases]\n" f"* = host={server_host} port={server_port}\n\n[pgbouncer]\n"
+        config = f"[databases]\n* = host={server_host} port={server_port}\n\n[pgbouncer]\n"
         config += "".join(f"{key} = {value}\n" for key, value in settings.items())
         (workdir / "pgbouncer.ini").write_text(config)
         if user is not None:
