@@ -34,6 +34,15 @@ from tests.wsgi import get
 SESSION = {"SEARCH_PATH": "session"}
 
 
+def require_pgbouncer() -> None:
+    """Skip without ``pgbouncer``, except in CI: there a missing binary is a failure."""
+    if find_pgbouncer() is None:
+        message = "pgbouncer is not installed (Debian: apt-get install pgbouncer)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}; CI must run the PgBouncer tests.")
+        pytest.skip(message)
+
+
 @pytest.fixture(scope="module")
 def start_pgbouncer(postgres: PostgresServer) -> Iterator[Callable[..., PgBouncer]]:
     """Start PgBouncers in front of the suite's server; all stop at the end of the module.
@@ -41,11 +50,7 @@ def start_pgbouncer(postgres: PostgresServer) -> Iterator[Callable[..., PgBounce
     They stop before the test database is dropped: their idle server
     connections would keep ``DROP DATABASE`` from running.
     """
-    if find_pgbouncer() is None:
-        message = "pgbouncer is not installed (Debian: apt-get install pgbouncer)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}; CI must run the PgBouncer tests.")
-        pytest.skip(message)
+    require_pgbouncer()
     stack: list[Any] = []
 
     def start(**config: Any) -> PgBouncer:
@@ -275,3 +280,16 @@ def test_session_mode_under_transaction_pooling_reads_another_branch(
             (found,) = cursor.fetchone()
 
     assert found == "theirs"
+
+
+@pytest.mark.parametrize(
+    ("ci", "outcome"), [("true", pytest.fail.Exception), ("", pytest.skip.Exception)]
+)
+def test_missing_pgbouncer_fails_in_ci_and_skips_elsewhere(
+    ci: str, outcome: type[BaseException], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tests.test_pgbouncer.find_pgbouncer", lambda: None)
+    monkeypatch.setenv("CI", ci)
+
+    with pytest.raises(outcome, match="pgbouncer is not installed"):
+        require_pgbouncer()

@@ -12,7 +12,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -102,9 +101,22 @@ class PgBouncer:
         return True
 
     def stop(self) -> None:
+        """Close the server connections cleanly, then shut down.
+
+        An immediate shutdown drops server connections without a goodbye
+        (``unexpected EOF`` in the PostgreSQL log, which other tests read), so
+        the console first asks for every released server connection to be
+        closed (``RECONNECT``). The signals mean different things across
+        PgBouncer versions; the console commands do not.
+        """
         if self.process is None:
             return
-        self.process.send_signal(signal.SIGINT)  # immediate shutdown
+        with contextlib.suppress(psycopg.Error, TimeoutError):
+            with self.admin() as console:
+                console.execute("RECONNECT")
+            wait_until(lambda: not self.show("SERVERS"), timeout=10, what="PgBouncer's servers")
+        with contextlib.suppress(psycopg.Error), self.admin() as console:
+            console.execute("SHUTDOWN")
         try:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
