@@ -17,6 +17,7 @@ import pytest
 from django.db import connections
 from django.test import override_settings
 
+from branching_ops.databases import branch_from_application_name
 from branching_ops.routers import activate_branch
 from branching_ops.search_path import SearchPathError
 from branching_ops.testing._process import wait_until
@@ -248,6 +249,23 @@ def test_conn_max_age_through_pgbouncer(
     wait_for_clients(strict, dbname, [])
     branch_backends.wait_for([])  # back in PgBouncer's pool, its name reset by DISCARD ALL
     assert tracked_aliases() == []
+
+
+def test_server_side_names_still_tell_the_branch_with_application_name_add_host(
+    start_pgbouncer: Callable[..., PgBouncer],
+    reroute_branches: Callable[..., None],
+    branch_backends: BranchBackends,
+) -> None:
+    """What the operations commands read in pg_stat_activity behind PgBouncer."""
+    bouncer = start_pgbouncer(pool_mode="session", extra={"application_name_add_host": "1"})
+    reroute_branches(HOST=bouncer.host, PORT=str(bouncer.port))
+
+    with override_settings(BRANCHING_OPS=SESSION):
+        connections["schema_tagged"].ensure_connection()
+
+    (name,) = branch_backends()
+    assert name.startswith("branch:tagged - 127.0.0.1:")
+    assert branch_from_application_name(name) == "tagged"
 
 
 def test_transaction_pooling_with_dropped_options_is_caught(
