@@ -28,6 +28,7 @@ from branching_ops import tracking
 from branching_ops.databases import ALIAS_PREFIX
 from branching_ops.databases import BranchDatabases
 from branching_ops.databases import branch_alias
+from branching_ops.databases import branch_application_name
 
 # The approach of the original fix (netbox-branching PR #364), emulated here:
 # a context-local set of every branch alias ever opened, closed with
@@ -104,8 +105,10 @@ def active_mode() -> Mode:
 class DemoDatabases(BranchDatabases):
     """``BranchDatabases`` in ``branching_ops`` mode; else a mapping without it.
 
-    The other modes build the same branch settings but track (or not) the way
-    a project without this package would.
+    In the other modes a branch's settings are what a project without this
+    package builds (as netbox-branching's ``DynamicSchemaDict`` does): the
+    ``default`` settings, Django's own engine, the ``search_path`` as a startup
+    option; plus the ``application_name`` the soak counts backends by.
     """
 
     def __getitem__(self, alias: str) -> dict[str, Any]:
@@ -117,10 +120,15 @@ class DemoDatabases(BranchDatabases):
             return super().__getitem__(alias)
         name = alias.removeprefix(ALIAS_PREFIX)
         branch_alias(name)  # ValueError if invalid, before anything else
-        branch_settings = self.branch_settings(name)
+        default = dict.__getitem__(self, "default")
+        options = {
+            **default.get("OPTIONS", {}),
+            "options": f"-c search_path={name},public",
+            "application_name": branch_application_name(name, None),
+        }
         if _active.track is not None:
             _active.track(alias)
-        return branch_settings
+        return {**default, "OPTIONS": options}
 
 
 def configure(
