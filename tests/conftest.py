@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from collections.abc import Iterator
 
 import pytest
@@ -54,6 +55,17 @@ def branch_backends(postgres: PostgresServer, transactional_db: None) -> Iterato
     backends = BranchBackends(postgres, connections["default"].settings_dict["NAME"])
     yield backends
     backends.close()
+
+
+@pytest.fixture
+def conn_max_age(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
+    """Set CONN_MAX_AGE of ``default`` (and so of branches created from now on)."""
+
+    def set_age(seconds: int) -> None:
+        monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", seconds)
+        connections["default"].close()  # reconnects with the new age
+
+    return set_age
 
 
 @pytest.fixture(autouse=True)

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,9 @@ from branching_ops.testing._process import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 THREADS = 4
+
+Command = Callable[[int], list[str]]
+"""A server's command line, given the port to listen on."""
 
 
 def gunicorn(port: int) -> list[str]:
@@ -126,9 +130,7 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(
-    command: Any, dbname: str, tmp_path: Path, **env: str
-) -> Iterator[Server]:
+def running_server(command: Command, dbname: str, tmp_path: Path, **env: str) -> Iterator[Server]:
     """Start ``command(port)`` serving the test project; stop it on exit."""
     port = free_port()
     log_path = tmp_path / "server.log"
@@ -155,14 +157,14 @@ def running_server(
 class Sampler:
     """Samples a count in a thread while a load runs: ``(time, value)`` pairs."""
 
-    def __init__(self, read: Any) -> None:
+    def __init__(self, read: Callable[[], int]) -> None:
         self.read = read
         self.samples: list[tuple[float, int]] = []
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run)
 
     def _run(self) -> None:
-        while not self._done.wait(0.005):
+        while not self._done.wait(0.01):
             value = self.read()
             self.samples.append((time.monotonic(), value))
 

@@ -10,16 +10,19 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from django.db import connections
 
-from branching_ops.testing.postgres import PostgresServer
 from branching_ops.testing._process import wait_until
+from branching_ops.testing.postgres import PostgresServer
 from branching_ops.testing.postgres import running_postgres
 from tests.backends import BranchBackends
 from tests.conftest import APP_ROLE
+from tests.hostile import HOSTILE_NAMES
 from tests.servers import THREADS
+from tests.servers import Command
 from tests.servers import Result
 from tests.servers import Sampler
 from tests.servers import Server
@@ -27,8 +30,6 @@ from tests.servers import gunicorn
 from tests.servers import running_server
 from tests.servers import uvicorn
 from tests.servers import waitress
-
-pytestmark = pytest.mark.slow
 
 CLIENTS = 8
 REQUESTS, BRANCHES = 2000, 300
@@ -63,14 +64,16 @@ def dbname(transactional_db: None) -> str:
     return str(connections["default"].settings_dict["NAME"])
 
 
-def test_gunicorn_gthread_conn_max_age_0(
-    branch_backends: BranchBackends, dbname: str, tmp_path: Path
+@pytest.mark.slow
+@pytest.mark.parametrize("command", [gunicorn, waitress], ids=["gunicorn-gthread", "waitress"])
+def test_wsgi_thread_pool_conn_max_age_0(
+    branch_backends: BranchBackends, dbname: str, tmp_path: Path, command: Command
 ) -> None:
-    with running_server(gunicorn, dbname, tmp_path) as server:
+    with running_server(command, dbname, tmp_path) as server:
         with Sampler(lambda: len(branch_backends())) as sampler:
             results = server.load(round_robin(REQUESTS, BRANCHES), CLIENTS)
 
-        report("gunicorn gthread, CONN_MAX_AGE=0", results, sampler)
+        report(f"{command.__name__}, {THREADS} threads, CONN_MAX_AGE=0", results, sampler)
         assert_all_served(results)
         # One open connection per busy thread, plus backends whose client has
         # closed but which are still exiting; a leak climbs to the limit.
@@ -83,7 +86,7 @@ def test_gunicorn_gthread_conn_max_age_0(
 
 @pytest.fixture(scope="module")
 def roomy_postgres() -> Iterator[PostgresServer]:
-    """A server with a slot for every thread × branch, so only the bound can fail.
+    """A server with a slot for every thread and branch, so only the bound can fail.
 
     With ``CONN_MAX_AGE=2`` a thread keeps every branch it served in the last
     2 s: that is Django's contract, and more than the suite's server allows.
@@ -95,6 +98,7 @@ def roomy_postgres() -> Iterator[PostgresServer]:
         yield server
 
 
+@pytest.mark.slow
 def test_gunicorn_gthread_conn_max_age_2(roomy_postgres: PostgresServer, tmp_path: Path) -> None:
     max_age = 2
     backends = BranchBackends(roomy_postgres, "roomy")
@@ -150,6 +154,7 @@ def wait_for_state(server: Server, **expected: int) -> dict[str, int]:
     return last
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prefix", ["/branch/", "/async/branch/"], ids=["sync", "async"])
 def test_uvicorn_asgi_conn_max_age_0(
     branch_backends: BranchBackends, dbname: str, tmp_path: Path, prefix: str
@@ -168,6 +173,7 @@ def test_uvicorn_asgi_conn_max_age_0(
         wait_for_state(server, branch_wrappers=0, threads=before["threads"])
 
 
+@pytest.mark.slow
 def test_asgi_test_catches_a_context_local_tracker(
     branch_backends: BranchBackends, dbname: str, tmp_path: Path
 ) -> None:
@@ -181,3 +187,27 @@ def test_asgi_test_catches_a_context_local_tracker(
     failed = [r for r in results if r.status != 200]
     print(f"\ncontext-local tracker: {len(failed)} of 400 failed, peak {sampler.peak}, {state}")
     assert failed or sampler.peak > 2 * CLIENTS or state["branch_wrappers"] > 0
+
+
+@pytest.fixture(scope="module")
+def bare_server(
+    postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """gunicorn on the ``postgres`` database: for requests that must never connect."""
+    with running_server(gunicorn, "postgres", tmp_path_factory.mktemp("bare")) as server:
+        yield server
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+@pytest.mark.parametrize("prefix", ["/branch/", "/async/branch/"], ids=["sync", "async"])
+def test_hostile_names_in_urls_answer_400_without_connecting(
+    bare_server: Server, name: str, prefix: str
+) -> None:
+    status, body = bare_server.get(prefix + quote(name, safe="") + "/")
+
+    if name == "" or "/" in name:
+        assert status == 404  # no route matches: the view never sees it
+    else:
+        assert status == 400
+        assert f"{name!r} is not a valid branch name" in body
+    assert bare_server.json("/state/")["branch_wrappers"] == 0

@@ -34,6 +34,7 @@ DATABASES = BranchDatabases(
             "NAME": os.environ.get("BRANCHING_OPS_TEST_DBNAME", "branching_ops"),
             "TEST": {"NAME": "branching_ops_test"},
             "CONN_MAX_AGE": int(os.environ.get("BRANCHING_OPS_TEST_CONN_MAX_AGE", "0")),
+            "CONN_HEALTH_CHECKS": bool(os.environ.get("BRANCHING_OPS_TEST_CONN_HEALTH_CHECKS")),
         }
     }
 )
