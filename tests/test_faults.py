@@ -129,13 +129,13 @@ def test_database_unreachable_during_cleanup(
     """The server goes away between the view and ``request_finished``."""
     if cleanup == "obsolete":
         conn_max_age(0)  # the cleanup closes the connection: a goodbye to nobody
-        path, expected = "/branch/down/", (200, b"down,public")
+        path, expected_status = "/branch/down/", 200
     else:
         conn_max_age(60)  # the view's error makes the cleanup ping the server first
-        path, expected = "/count_t/down/", (500, None)
+        path, expected_status = "/count_t/down/", 500
     status, response = start(path)
     body = b"".join(response)
-    assert (status, body if expected[1] else None) == expected
+    assert status == expected_status
     branch_backends.wait_for(["branch:down"])
 
     postgres.stop()  # the port is closed
@@ -144,6 +144,8 @@ def test_database_unreachable_during_cleanup(
             response.close()  # request_finished: the cleanup must not raise
     finally:
         postgres.start()
+    if cleanup == "obsolete":
+        assert body == b"down,public"  # the response was complete before the fault
 
     assert "Closed branch connection schema_down (obsolete)." in caplog.text
     assert not [r for r in caplog.records if r.name == "branching_ops" and r.levelno >= 30]
