@@ -108,6 +108,7 @@ def test_gunicorn_gthread_conn_max_age_2(roomy_postgres: PostgresServer, tmp_pat
     }
     try:
         with running_server(gunicorn, "roomy", tmp_path, **env) as server:
+            sessions_before = sessions(backends)
             with Sampler(lambda: len(backends())) as sampler:
                 results = server.load(sliding(REQUESTS, BRANCHES), CLIENTS)
 
@@ -129,8 +130,23 @@ def test_gunicorn_gthread_conn_max_age_2(roomy_postgres: PostgresServer, tmp_pat
             assert [state["tracked"] for _, state in held] == [0] * THREADS
             assert len({state["thread"] for _, state in held}) == THREADS
             backends.wait_for([])
+
+            # Young connections were reused: at most one per thread and branch,
+            # where CONN_MAX_AGE=0 opens one per request.
+            opened = sessions(backends) - sessions_before
+            print(f"{opened} branch connections opened for {REQUESTS} requests")
+            assert opened <= THREADS * BRANCHES
     finally:
         backends.close()
+
+
+def sessions(backends: BranchBackends) -> int:
+    """Sessions ever opened on the database (counted when they end, at the latest)."""
+    row = backends.monitor.execute(
+        "SELECT sessions FROM pg_stat_database WHERE datname = %s", (backends.dbname,)
+    ).fetchone()
+    assert row is not None
+    return int(str(row[0]))
 
 
 def young_branches(results: list[Result], at: float, window: float) -> int:
