@@ -53,6 +53,7 @@ def terminate_branch_backends(postgres: PostgresServer, dbname: str, name: str) 
 @pytest.mark.parametrize("health_checks", [True, False], ids=["health-checks", "no-health-checks"])
 @pytest.mark.parametrize("fault", ["restart", "terminate"])
 def test_server_threads_survive_lost_branch_connections(
+    branch_backends: BranchBackends,
     postgres: PostgresServer,
     dbname: str,
     tmp_path: Path,
@@ -81,13 +82,10 @@ def test_server_threads_survive_lost_branch_connections(
         held = server.hold_every_thread("lost")
         assert [status for status, _ in held] == [200] * THREADS
         assert [state["tracked"] for _, state in held] == [1] * THREADS
-        backends = BranchBackends(postgres, dbname)
-        try:
-            backends.wait_for(["branch:lost"] * THREADS)  # the new ones, nothing stale
-            server.stop()
-            backends.wait_for([])
-        finally:
-            backends.close()
+        branch_backends.reconnect()
+        branch_backends.wait_for(["branch:lost"] * THREADS)  # the new ones, nothing stale
+        server.stop()
+        branch_backends.wait_for([])
         assert "Traceback" not in server.log_text()
 
 
@@ -150,8 +148,7 @@ def test_database_unreachable_during_cleanup(
     assert "Closed branch connection schema_down (obsolete)." in caplog.text
     assert not [r for r in caplog.records if r.name == "branching_ops" and r.levelno >= 30]
     assert tracked_aliases() == []
-    branch_backends.close()
-    branch_backends.monitor = postgres.connect()
+    branch_backends.reconnect()
     assert get("/branch/down/") == (200, "down,public")
     branch_backends.wait_for(["branch:down"] if cleanup == "unusable" else [])
 
