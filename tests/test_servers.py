@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
+import django
 import pytest
 from django.db import connections
 
@@ -51,7 +52,7 @@ def assert_all_served(results: list[Result]) -> None:
 
 
 def report(label: str, results: list[Result], sampler: Sampler) -> None:
-    seconds = results[-1].end - results[0].start
+    seconds = max(r.end for r in results) - min(r.start for r in results)
     print(
         f"\n{label}: {len(results)} requests in {seconds:.1f} s, "
         f"peak branch backends {sampler.peak}"
@@ -117,7 +118,7 @@ def test_gunicorn_gthread_conn_max_age_2(roomy_postgres: PostgresServer, tmp_pat
             # At any moment, each thread holds at most the branches it served
             # within CONN_MAX_AGE (plus a moment for the next request boundary).
             over = [
-                (round(at - results[0].start, 2), count, bound)
+                (round(at - min(r.start for r in results), 2), count, bound)
                 for at, count in sampler.samples
                 if count > (bound := THREADS * young_branches(results, at, max_age + 0.5))
             ]
@@ -190,10 +191,20 @@ def test_uvicorn_asgi_conn_max_age_0(
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    django.VERSION < (5, 0),
+    reason="Django < 5.0 runs an ASGI view in the handler's own context, not in a task "
+    "with a copy of it, so a context-local tracker happens to hold there",
+)
 def test_asgi_test_catches_a_context_local_tracker(
     branch_backends: BranchBackends, dbname: str, tmp_path: Path
 ) -> None:
-    """The regression the ASGI test guards against, shown failing it."""
+    """The regression the ASGI test guards against, shown failing it.
+
+    Since Django 5.0 the ASGI handler runs the view in a task (to notice a
+    client disconnect): the view's thread records the connection in a copy
+    of the context that ``response.close()`` and its cleanup never see.
+    """
     env = {"BRANCHING_OPS_TEST_CONTEXT_LOCAL_TRACKER": "1"}
     with running_server(uvicorn, dbname, tmp_path, **env) as server:
         with Sampler(lambda: len(branch_backends())) as sampler:
