@@ -69,8 +69,10 @@ def test_server_threads_survive_lost_branch_connections(
         assert [status for status, _ in server.hold_every_thread("lost")] == [200] * THREADS
         if fault == "restart":
             postgres.restart()  # fast shutdown: every backend goes
+            branch_backends.reconnect()
         else:
             assert terminate_branch_backends(postgres, dbname, "lost") == THREADS
+        branch_backends.wait_for([])
 
         # The next request on each thread meets its lost connection.
         statuses = [status for status, _ in server.hold_every_thread("lost")]
@@ -82,7 +84,6 @@ def test_server_threads_survive_lost_branch_connections(
         held = server.hold_every_thread("lost")
         assert [status for status, _ in held] == [200] * THREADS
         assert [state["tracked"] for _, state in held] == [1] * THREADS
-        branch_backends.reconnect()
         branch_backends.wait_for(["branch:lost"] * THREADS)  # the new ones, nothing stale
         server.stop()
         branch_backends.wait_for([])
