@@ -8,6 +8,7 @@ urlpatterns = [
     path("branch/<str:name>/", views.branch),
     path("default/", views.default),
     path("ok/", views.ok),
+    path("marker/<str:name>/", views.marker),
     # The real-server and fault tests.
     path("async/branch/<str:name>/", views.branch_async),
     path("state/", views.state),

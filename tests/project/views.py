@@ -42,6 +42,14 @@ def ok(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok")
 
 
+def marker(request: HttpRequest, name: str) -> HttpResponse:
+    """Read the one row of the ``marker`` table the branch's search_path finds first."""
+    with connections[f"schema_{name}"].cursor() as cursor:
+        cursor.execute("SELECT name FROM marker")
+        (found,) = cursor.fetchone()
+    return HttpResponse(found)
+
+
 # Views for the real-server tests (tests/test_servers.py, tests/test_faults.py).
 
 
