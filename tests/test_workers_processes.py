@@ -1,0 +1,118 @@
+"""RQ workers as real ``manage.py rqworker`` subprocesses, real Redis, real PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from rq import Queue
+from rq.job import Job
+from rq.job import JobStatus
+
+from branching_ops.testing.postgres import PostgresServer
+from branching_ops.testing.redis import RedisServer
+from tests.backends import BranchBackends
+from tests.rqworkers import run_burst
+
+JOBS = "tests.project.jobs"
+
+
+@pytest.fixture
+def queue(redis_server: RedisServer) -> Iterator[Queue]:
+    client = redis_server.client()
+    client.flushdb()
+    yield Queue("default", connection=client)
+    client.close()
+
+
+def enqueue_mixed(queue: Queue, branches: int) -> dict[str, list[Job]]:
+    """One job per branch, of every kind a worker must survive, each followed by a plain one."""
+    jobs: dict[str, list[Job]] = {"touch": [], "fail": [], "open": [], "timeout": []}
+    for i in range(branches):
+        name = f"w{i}"
+        if i % 10 == 3:
+            jobs["fail"].append(
+                queue.enqueue(f"{JOBS}.fail_on_branch", name, on_failure=f"{JOBS}.on_failure_query")
+            )
+        elif i % 10 == 6:
+            jobs["open"].append(queue.enqueue(f"{JOBS}.leave_transaction_open", name))
+        elif i % 50 == 9:
+            jobs["timeout"].append(
+                queue.enqueue(f"{JOBS}.query_in_transaction", name, 30, job_timeout=1)
+            )
+        else:
+            jobs["touch"].append(
+                queue.enqueue(f"{JOBS}.touch_branch", name, on_success=f"{JOBS}.on_success_query")
+            )
+    return jobs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "worker_args",
+    [
+        pytest.param(["--worker-class", "branching_ops.workers.BranchSimpleWorker"], id="simple"),
+        pytest.param([], id="forking-from-RQ-WORKER_CLASS"),
+    ],
+)
+def test_branch_workers_leave_nothing(
+    worker_args: list[str],
+    queue: Queue,
+    branch_backends: BranchBackends,
+    postgres: PostgresServer,
+) -> None:
+    branches = 100
+    assert postgres.max_connections < branches
+    jobs = enqueue_mixed(queue, branches)
+
+    run = run_burst(branch_backends, *worker_args)
+
+    print(f"\n{worker_args}: peak branch backends {run.peak}")
+    assert run.returncode == 0, run.output
+    assert queue.count == 0
+    for job in jobs["touch"]:
+        assert job.get_status() == JobStatus.FINISHED, job.latest_result()
+        # The callback ran on the job's own connection: not yet cleaned up.
+        assert int(queue.connection.get(f"callback:{job.id}") or 0) == job.return_value()
+    for job in jobs["fail"]:
+        assert job.get_status() == JobStatus.FAILED
+        assert "failed on purpose" in str(job.latest_result().exc_string)
+        assert queue.connection.get(f"callback:{job.id}") is not None
+    for job in jobs["open"]:
+        assert job.get_status() == JobStatus.FINISHED
+    for job in jobs["timeout"]:
+        assert job.get_status() == JobStatus.FAILED
+        assert "JobTimeoutException" in str(job.latest_result().exc_string)
+    assert 1 <= run.peak <= 9, run.peak_backends
+    branch_backends.wait_for([])
+    assert run.unexpected_eofs() == 0, run.server_log
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("worker_class", ["rq.SimpleWorker", "rq.Worker"])
+def test_plain_rq_workers_show_the_problem(
+    worker_class: str, queue: Queue, branch_backends: BranchBackends, postgres: PostgresServer
+) -> None:
+    """Proof the test above can fail: rq's own classes leak, or exit without a goodbye."""
+    branches = 60
+    jobs = [queue.enqueue(f"{JOBS}.touch_branch", f"plain{i}") for i in range(branches)]
+
+    run = run_burst(branch_backends, "--worker-class", worker_class)
+
+    failed = [job for job in jobs if job.get_status() == JobStatus.FAILED]
+    print(
+        f"\n{worker_class}: {len(failed)} of {branches} jobs failed, peak branch backends "
+        f"{run.peak}, {run.unexpected_eofs()} 'unexpected EOF' lines"
+    )
+    assert run.returncode == 0, run.output
+    if worker_class == "rq.SimpleWorker":
+        # Every branch stays open until the worker exits: the server runs out of slots.
+        assert run.peak >= postgres.max_connections - 10
+        assert failed
+        assert all("too many clients" in str(job.latest_result().exc_string) for job in failed)
+        assert run.unexpected_eofs() == 0
+    else:
+        # Each job process ends with os._exit(), its connection still open.
+        assert failed == []
+        assert run.unexpected_eofs() == branches
+    branch_backends.wait_for([])
