@@ -18,7 +18,7 @@ connections. These workers treat each job like a request:
 
 The hooks wrap ``perform_job`` (rq 2 and 3), which runs in the process that
 runs the job (the worker itself for ``SimpleWorker``, the job process for
-``Worker``) and which calls the job's ``on_success``/``on_failure``
+``Worker`` and ``SpawnWorker``) and which calls the job's ``on_success``/``on_failure``
 callbacks, so those still see the job's connections.
 """
 
@@ -29,13 +29,16 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+import django
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from psycopg.pq import TransactionStatus
 from rq.job import Job
 from rq.queue import Queue
+from rq.timeouts import BaseDeathPenalty
 from rq.timeouts import UnixSignalDeathPenalty
 from rq.worker import SimpleWorker
+from rq.worker import SpawnWorker
 from rq.worker import Worker
 
 from branching_ops.tracking import close_branch_connections
@@ -128,7 +131,7 @@ class BranchJobMixin:
     """The hooks shared by the worker classes below; mix in before an rq worker."""
 
     is_horse: bool
-    death_penalty_class = BranchDeathPenalty
+    death_penalty_class: type[BaseDeathPenalty] = BranchDeathPenalty
 
     def perform_job(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> bool:
         # ``*args``: rq 3 added ``execution``; rq 2 has none.
@@ -159,3 +162,17 @@ class BranchWorker(BranchJobMixin, Worker):
     def fork_work_horse(self, job: Job, queue: Queue) -> None:
         close_all_connections()
         super().fork_work_horse(job, queue)
+
+
+class BranchSpawnWorker(BranchWorker, SpawnWorker):
+    """``rq.SpawnWorker`` (a fresh interpreter per job) with connection hygiene.
+
+    rq starts the job process with ``python -c``: it unpickles this class and
+    calls :meth:`main_work_horse`, but never runs ``manage.py``, so Django
+    is set up here (from ``DJANGO_SETTINGS_MODULE``, which ``manage.py`` and
+    ``--settings`` put in the environment the job process inherits).
+    """
+
+    def main_work_horse(self, job: Job, queue: Queue) -> None:
+        django.setup()
+        super().main_work_horse(job, queue)

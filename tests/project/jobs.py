@@ -69,7 +69,9 @@ def count_notes(name: str) -> int:
         return Note.objects.count()
 
 
-def on_success_query(job: Job, connection: Redis[bytes], result: Any, *args: Any, **kwargs: Any) -> None:
+def on_success_query(
+    job: Job, connection: Redis[bytes], result: Any, *args: Any, **kwargs: Any
+) -> None:
     """Query the job's branch from its success callback; record the backend pid."""
     connection.set(f"callback:{job.id}", touch_branch(job.args[0]))
 
