@@ -6,6 +6,7 @@ from collections.abc import Iterator
 import pytest
 from django.conf import settings
 from django.db import connections
+from rq import Queue
 
 from branching_ops.testing.postgres import PostgresServer
 from branching_ops.testing.postgres import running_postgres
@@ -39,6 +40,15 @@ def redis_server() -> Iterator[RedisServer]:
         os.environ["BRANCHING_OPS_TEST_REDIS_URL"] = server.url
         settings.RQ_QUEUES["default"]["URL"] = server.url
         yield server
+
+
+@pytest.fixture
+def queue(redis_server: RedisServer) -> Iterator[Queue]:
+    """The ``default`` RQ queue on an empty Redis database."""
+    client = redis_server.client()
+    client.flushdb()
+    yield Queue("default", connection=client)
+    client.close()
 
 
 @pytest.fixture(scope="session")

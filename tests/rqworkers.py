@@ -15,11 +15,15 @@ from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 
+import psycopg
 from django.db import connections
+from rq.job import Job
+from rq.results import Result
 
 from tests.backends import BranchBackends
 
 ROOT = Path(__file__).resolve().parent.parent
+JOBS = "tests.project.jobs"
 UNEXPECTED_EOF = "unexpected EOF on client connection"
 
 
@@ -75,7 +79,12 @@ def rqworker(
 
         def watch() -> None:
             while not run._done.is_set():
-                names = watcher_backends()
+                try:
+                    names = watcher_backends()
+                except psycopg.OperationalError:  # the server restarted: reconnect
+                    names = []
+                    with contextlib.suppress(psycopg.OperationalError):
+                        watcher_backends.monitor = backends.server.connect()
                 if len(names) > run.peak:
                     run.peak, run.peak_backends = len(names), names
                 time.sleep(0.002)  # a poll rate, not a wait: leave the worker the CPU
@@ -103,3 +112,9 @@ def run_burst(backends: BranchBackends, *args: str, **env: str) -> WorkerRun:
     with rqworker(backends, "--burst", *args, **env) as run:
         run.wait()
     return run
+
+
+def result(job: Job) -> Result:
+    latest = job.latest_result()
+    assert latest is not None, f"job {job.id} has no result"
+    return latest

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
 from rq import Callback
 from rq import Queue
 from rq.job import Job
 from rq.job import JobStatus
-from rq.results import Result
 
 from branching_ops.testing.postgres import PostgresServer
-from branching_ops.testing.redis import RedisServer
 from tests.backends import BranchBackends
+from tests.rqworkers import JOBS
+from tests.rqworkers import result
 from tests.rqworkers import rqworker
 from tests.rqworkers import run_burst
 
-JOBS = "tests.project.jobs"
 ON_SUCCESS = Callback(f"{JOBS}.on_success_query")
 ON_FAILURE = Callback(f"{JOBS}.on_failure_query")
 # PostgreSQL's two ways of saying no: with, or past, superuser_reserved_connections.
@@ -27,20 +25,6 @@ ON_FAILURE = Callback(f"{JOBS}.on_failure_query")
 # jobs' time); a leak climbs to max_connections instead.
 PEAK_PER_WORKER = 3
 OUT_OF_SLOTS = "too many clients already|remaining connection slots are reserved"
-
-
-@pytest.fixture
-def queue(redis_server: RedisServer) -> Iterator[Queue]:
-    client = redis_server.client()
-    client.flushdb()
-    yield Queue("default", connection=client)
-    client.close()
-
-
-def result(job: Job) -> Result:
-    latest = job.latest_result()
-    assert latest is not None, f"job {job.id} has no result"
-    return latest
 
 
 def enqueue_mixed(queue: Queue, branches: int) -> dict[str, list[Job]]:
