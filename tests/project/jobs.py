@@ -13,6 +13,7 @@ from rq import get_current_job
 from rq.job import Job
 
 from branching_ops.routers import activate_branch
+from branching_ops.tracking import tracked_aliases
 from tests.testapp.models import Note
 
 
@@ -79,3 +80,8 @@ def on_success_query(
 def on_failure_query(job: Job, connection: Redis[bytes], *exc_info: Any, **kwargs: Any) -> None:
     """Query the job's branch from its failure callback; record the backend pid."""
     connection.set(f"callback:{job.id}", touch_branch(job.args[0]))
+
+
+def open_branches() -> list[str]:
+    """The branch aliases with an open connection in this thread (in-process workers)."""
+    return [alias for alias in tracked_aliases() if connections[alias].connection is not None]
