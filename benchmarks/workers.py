@@ -7,7 +7,9 @@ Starts a throw-away PostgreSQL and redis-server, then for each pair
 ``rq.SimpleWorker``) runs ``--jobs`` trivial branch-touching jobs through
 each worker in burst mode, in this process, in chunks of ``--chunk`` jobs
 that alternate between the two workers (ABBA...), so that a busy machine
-slows both alike, and prints jobs/s and the ratio ours/rq's.
+slows both alike. It prints jobs/s over all chunks and the median of the
+per-round ratios ours/rq's (a load spike from elsewhere skews one round,
+not the median).
 
 The job opens (or reuses) a branch connection and runs one query. The
 in-process pair runs with ``CONN_MAX_AGE=60``, so that both workers reuse
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -82,19 +85,19 @@ def main() -> None:
             f"in burst runs of {args.chunk}"
         )
         for pair in PAIRS:
-            rates = measure(pair, redis.client(), args.jobs, args.chunk, args.branches)
-            ratio = rates[pair.ours] / rates[pair.baseline]
+            rates, ratio = measure(pair, redis.client(), args.jobs, args.chunk, args.branches)
             target = f" (target >= {pair.target})" if pair.target else ""
             print(
                 f"{pair.label:28} {pair.baseline:16} {rates[pair.baseline]:7.1f} jobs/s   "
                 f"{pair.ours.rsplit('.', 1)[1]:18} {rates[pair.ours]:7.1f} jobs/s   "
-                f"ratio {ratio:.3f}{target}"
+                f"median ratio {ratio:.3f}{target}"
             )
 
 
 def measure(
     pair: Pair, connection: Redis[bytes], jobs: int, chunk: int, branches: int
-) -> dict[str, float]:
+) -> tuple[dict[str, float], float]:
+    """Jobs/s of each worker over all rounds, and the median per-round ratio."""
     from django.conf import settings
     from rq import Queue
     from rq.registry import FailedJobRegistry
@@ -103,7 +106,9 @@ def measure(
     settings.DATABASES["default"]["CONN_MAX_AGE"] = pair.conn_max_age
     queue = Queue("bench", connection=connection)
     elapsed = dict.fromkeys([pair.baseline, pair.ours], 0.0)
+    ratios = []
     for round_ in range(jobs // chunk):
+        seconds = {}
         order = [pair.baseline, pair.ours] if round_ % 2 == 0 else [pair.ours, pair.baseline]
         for path in order:
             connection.flushdb()
@@ -112,12 +117,15 @@ def measure(
             worker = import_attribute(path)([queue], connection=connection)
             start = time.perf_counter()
             worker.work(burst=True, logging_level="WARNING")
-            elapsed[path] += time.perf_counter() - start
+            seconds[path] = time.perf_counter() - start
+            elapsed[path] += seconds[path]
             # Every job finished: none failed, none left.
             failed = FailedJobRegistry(queue=queue).count
             if failed or queue.count:
                 raise SystemExit(f"{path}: {failed} jobs failed, {queue.count} left")
-    return {path: chunk * (jobs // chunk) / seconds for path, seconds in elapsed.items()}
+        ratios.append(seconds[pair.baseline] / seconds[pair.ours])
+    rates = {path: chunk * (jobs // chunk) / total for path, total in elapsed.items()}
+    return rates, statistics.median(ratios)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ connections. These workers treat each job like a request:
   ever shared between two processes;
 - when a worker stops: close everything.
 
-The hooks wrap ``perform_job`` (rq 2 and 3), which runs in the process that
+The hooks wrap ``perform_job``, which runs in the process that
 runs the job (the worker itself for ``SimpleWorker``, the job process for
 ``Worker`` and ``SpawnWorker``) and which calls the job's ``on_success``/``on_failure``
 callbacks, so those still see the job's connections.
@@ -134,7 +134,7 @@ class BranchJobMixin:
     death_penalty_class: type[BaseDeathPenalty] = BranchDeathPenalty
 
     def perform_job(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> bool:
-        # ``*args``: rq 3 added ``execution``; rq 2 has none.
+        # ``*args``: rq 3 passes ``execution``; pass through whatever rq passes.
         close_old_job_connections()
         try:
             performed: bool = super().perform_job(job, queue, *args, **kwargs)  # type: ignore[misc]

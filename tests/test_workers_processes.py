@@ -158,7 +158,7 @@ def test_branch_spawn_worker(queue: Queue, branch_backends: BranchBackends) -> N
     run = run_burst(branch_backends, "--worker-class=branching_ops.workers.BranchSpawnWorker")
 
     assert run.returncode == 0, run.output
-    assert [job.get_status() for job in [*touched, orm]] == [JobStatus.FINISHED] * 3
+    assert [job.get_status() for job in [*touched, orm]] == [JobStatus.FINISHED] * 3, run.output
     assert orm.return_value() == 0
     assert failed.get_status() == JobStatus.FAILED
     assert 1 <= run.peak <= PEAK_PER_WORKER, run.peak_backends
