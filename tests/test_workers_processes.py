@@ -122,30 +122,41 @@ def test_plain_rq_workers_show_the_problem(
 
 
 @pytest.mark.slow
-def test_rqworker_pool(
-    queue: Queue, branch_backends: BranchBackends, postgres: PostgresServer
+@pytest.mark.parametrize(
+    ("worker_class", "eofs"),
+    [("branching_ops.workers.BranchSimpleWorker", 0), ("rq.SimpleWorker", 8)],
+)
+def test_rqworker_pool_closes_kept_connections_at_exit(
+    worker_class: str, eofs: int, queue: Queue, branch_backends: BranchBackends
 ) -> None:
-    """django-rq's ``rqworker-pool``: each pool process ends with ``os._exit()`` too."""
-    branches = 60
-    assert postgres.max_connections < branches
-    jobs = [queue.enqueue(f"{JOBS}.touch_branch", f"pool{i}") for i in range(branches)]
+    """django-rq's ``rqworker-pool`` ends each worker process with ``os._exit()``.
+
+    With ``CONN_MAX_AGE`` each worker keeps its branch connections between
+    jobs; only the worker's teardown can close them before that exit.
+    """
+    branches = 4
+    jobs = [queue.enqueue(f"{JOBS}.touch_branch", f"pool{i % branches}") for i in range(40)]
 
     with rqworker(
         branch_backends,
         "--burst",
         "--num-workers=2",
-        "--worker-class=branching_ops.workers.BranchSimpleWorker",
+        f"--worker-class={worker_class}",
         command="rqworker-pool",
+        BRANCHING_OPS_TEST_CONN_MAX_AGE="600",
     ) as run:
         run.wait()
 
-    print(f"\nrqworker-pool, 2 workers: peak branch backends {run.peak}")
+    print(f"\nrqworker-pool, 2 x {worker_class}: peak branch backends {run.peak}")
     assert run.returncode == 0, run.output
-    assert [job.get_status() for job in jobs] == [JobStatus.FINISHED] * branches
+    assert [job.get_status() for job in jobs] == [JobStatus.FINISHED] * len(jobs)
     assert len({result(job).worker_name for job in jobs}) == 2
-    assert 1 <= run.peak <= 2 * PEAK_PER_WORKER, run.peak_backends
+    assert 2 <= run.peak <= 2 * branches, run.peak_backends
     branch_backends.wait_for([])
-    assert run.unexpected_eofs() == 0, run.server_log
+    if worker_class == "rq.SimpleWorker":  # proof the test can fail
+        assert run.unexpected_eofs() >= 2  # at least one connection per worker process
+    else:
+        assert run.unexpected_eofs() == 0, run.server_log
 
 
 @pytest.mark.slow
