@@ -96,10 +96,10 @@ def _left_in_transaction(wrapper: BaseDatabaseWrapper) -> bool:
     """True if the server still has a transaction open on this connection.
 
     Django only knows about transactions it started; a job that ran a raw
-    ``BEGIN`` (or was interrupted mid-query outside ``atomic()``) leaves the backend "idle in
-    transaction", holding locks. A connection inside an ``atomic()`` block
-    belongs to code that is still running (a test around the worker) and is
-    left alone, like everywhere else in this package.
+    ``BEGIN`` (or was interrupted mid-query outside ``atomic()``) leaves the
+    backend "idle in transaction", holding locks. A connection inside an
+    ``atomic()`` block belongs to code that is still running (a test around
+    the worker) and is left alone, like everywhere else in this package.
     """
     return (
         wrapper.connection is not None
