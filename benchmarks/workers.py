@@ -1,6 +1,7 @@
 """Jobs/s of this package's RQ workers against rq's own, measured in one run.
 
     python -m benchmarks.workers [--jobs 2000] [--chunk 100] [--branches 20]
+                                 [--only {forking,in-process}]
 
 Starts a throw-away PostgreSQL and redis-server, then for each pair
 (``BranchWorker`` vs ``rq.Worker``, ``BranchSimpleWorker`` vs
@@ -16,7 +17,9 @@ in-process pair runs with ``CONN_MAX_AGE=60``, so that both workers reuse
 their connections and the ratio measures the per-job hooks; with
 ``CONN_MAX_AGE=0`` ``BranchSimpleWorker`` reconnects for every job (as
 Django does for every request) while ``rq.SimpleWorker`` never closes
-anything, and that figure is printed too, as what correctness costs.
+anything, and that figure is printed too, as what correctness costs. Last,
+the cost of the hooks themselves, with one and with ``--branches`` branch
+connections held.
 """
 
 from __future__ import annotations
@@ -63,6 +66,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2000, help="jobs per worker class")
     parser.add_argument("--chunk", type=int, default=100, help="jobs per burst run")
     parser.add_argument("--branches", type=int, default=20, help="branches the jobs cycle over")
+    parser.add_argument(
+        "--only", choices=["forking", "in-process"], help="measure one kind of worker only"
+    )
     args = parser.parse_args()
 
     with (
@@ -85,6 +91,8 @@ def main() -> None:
             f"in burst runs of {args.chunk}"
         )
         for pair in PAIRS:
+            if args.only and not pair.label.startswith(args.only):
+                continue
             rates, ratio = measure(pair, redis.client(), args.jobs, args.chunk, args.branches)
             target = f" (target >= {pair.target})" if pair.target else ""
             print(
@@ -92,6 +100,8 @@ def main() -> None:
                 f"{pair.ours.rsplit('.', 1)[1]:18} {rates[pair.ours]:7.1f} jobs/s   "
                 f"median ratio {ratio:.3f}{target}"
             )
+        for held in (1, args.branches):
+            print(f"hooks of one job, {held:3} branch connections held: {hook_cost(held):6.1f} us")
 
 
 def measure(
@@ -126,6 +136,28 @@ def measure(
         ratios.append(seconds[pair.baseline] / seconds[pair.ours])
     rates = {path: chunk * (jobs // chunk) / total for path, total in elapsed.items()}
     return rates, statistics.median(ratios)
+
+
+def hook_cost(held: int) -> float:
+    """Microseconds the before- and after-job hooks of BranchSimpleWorker take."""
+    from django.conf import settings
+
+    from branching_ops.workers import close_all_connections
+    from branching_ops.workers import close_job_leftovers
+    from branching_ops.workers import close_old_job_connections
+    from tests.project.jobs import touch_branch
+
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 60
+    for i in range(held):
+        touch_branch(f"bench{i}")
+    rounds = 2000
+    start = time.perf_counter()
+    for _ in range(rounds):
+        close_old_job_connections()
+        close_job_leftovers()
+    seconds = time.perf_counter() - start
+    close_all_connections()
+    return seconds / rounds * 1e6
 
 
 if __name__ == "__main__":
