@@ -1,4 +1,4 @@
-"""The per-job hooks, in-process: SimpleWorker classes on fakeredis, real PostgreSQL."""
+"""The per-job hooks, in-process (SimpleWorker classes on fakeredis), and the fork rule."""
 
 from __future__ import annotations
 
@@ -10,12 +10,15 @@ from django.db import connections
 from fakeredis import FakeRedis
 from rq import Queue
 from rq import SimpleWorker
+from rq import Worker
 from rq.job import Job
 from rq.job import JobStatus
 
 from branching_ops.tracking import tracked_aliases
 from branching_ops.workers import BranchSimpleWorker
+from branching_ops.workers import BranchWorker
 from tests.backends import BranchBackends
+from tests.project.jobs import touch_branch
 from tests.rqworkers import JOBS
 from tests.rqworkers import result
 
@@ -131,3 +134,21 @@ def test_plain_timeout_leaves_the_query_running(
     for (pid,) in pids:
         branch_backends.monitor.execute("SELECT pg_cancel_backend(%s)", [pid])
     assert len(pids) == 1
+
+
+@pytest.mark.parametrize(
+    ("worker_class", "inherited"), [(BranchWorker, []), (Worker, ["schema_parent"])]
+)
+def test_no_connection_crosses_a_fork(
+    worker_class: type[Worker],
+    inherited: list[str],
+    queue: Queue,
+    branch_backends: BranchBackends,
+) -> None:
+    """The job process must not inherit the worker's sockets (real Redis: it forks)."""
+    touch_branch("parent")
+    probe = queue.enqueue(f"{JOBS}.open_branches")
+
+    worker_class([queue], connection=queue.connection).work(burst=True)
+
+    assert finished(probe) == inherited
