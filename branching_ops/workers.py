@@ -50,7 +50,13 @@ logger = logging.getLogger("branching_ops")
 
 
 def _django_wrappers() -> list[BaseDatabaseWrapper]:
-    return list(connections.all(initialized_only=True))
+    """Django's own open connections, but those inside an ``atomic()`` block.
+
+    A worker run inside a test's transaction (``TestCase``, pytest-django's
+    ``db``) must leave that connection alone, as Django's test client does,
+    and like the branch rule of this package: never close inside ``atomic()``.
+    """
+    return [w for w in connections.all(initialized_only=True) if not w.in_atomic_block]
 
 
 def _branch_wrappers() -> list[BaseDatabaseWrapper]:
@@ -88,7 +94,10 @@ class BranchDeathPenalty(UnixSignalDeathPenalty):
     """
 
     def handle_death_penalty(self, signum: int, frame: FrameType | None) -> None:
-        _apply(_cancel_running_query, _django_wrappers() + _branch_wrappers())
+        _apply(
+            _cancel_running_query,
+            [*connections.all(initialized_only=True), *_branch_wrappers()],
+        )
         super().handle_death_penalty(signum, frame)  # type: ignore[no-untyped-call]
 
 
@@ -99,7 +108,7 @@ def _left_in_transaction(wrapper: BaseDatabaseWrapper) -> bool:
     ``BEGIN`` (or was interrupted mid-query outside ``atomic()``) leaves the
     backend "idle in transaction", holding locks. A connection inside an
     ``atomic()`` block belongs to code that is still running (a test around
-    the worker) and is left alone, like everywhere else in this package.
+    the worker) and is left alone.
     """
     return (
         wrapper.connection is not None

@@ -21,6 +21,7 @@ from tests.backends import BranchBackends
 from tests.project.jobs import touch_branch
 from tests.rqworkers import JOBS
 from tests.rqworkers import result
+from tests.testapp.models import Note
 
 
 @pytest.fixture
@@ -107,15 +108,24 @@ def test_connection_left_in_transaction_is_closed(
 def test_job_timeout_cancels_the_running_query(
     fake_queue: Queue, branch_backends: BranchBackends
 ) -> None:
-    timed_out = fake_queue.enqueue(f"{JOBS}.query_in_transaction", "slow", 600, job_timeout=1)
+    timed_out = [
+        fake_queue.enqueue(f"{JOBS}.query_in_transaction", "slow", 600, job_timeout=1),
+        fake_queue.enqueue(f"{JOBS}.default_query_in_transaction", 600, job_timeout=1),
+    ]
     after = fake_queue.enqueue(f"{JOBS}.touch_branch", "slow")
 
     work(fake_queue)
 
-    assert timed_out.get_status() == JobStatus.FAILED
-    assert "JobTimeoutException" in str(result(timed_out).exc_string)
+    for job in timed_out:
+        assert job.get_status() == JobStatus.FAILED
+        assert "JobTimeoutException" in str(result(job).exc_string)
     finished(after)
     branch_backends.wait_for([])  # not in ten minutes, when pg_sleep(600) ends
+    running = branch_backends.monitor.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%%' "
+        "AND state = 'active' AND pid <> pg_backend_pid()"
+    ).fetchone()
+    assert running == (0,)
 
 
 def test_plain_timeout_leaves_the_query_running(
@@ -152,3 +162,17 @@ def test_no_connection_crosses_a_fork(
     worker_class([queue], connection=queue.connection).work(burst=True)
 
     assert finished(probe) == inherited
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("worker_class", [BranchSimpleWorker, BranchWorker])
+def test_worker_inside_a_test_transaction(worker_class: type[Worker], queue: Queue) -> None:
+    """Tests run workers inside their own transaction: it must survive the worker."""
+    Note.objects.create(text="before")
+    job = queue.enqueue(f"{JOBS}.touch_branch", "in_test")
+
+    worker_class([queue], connection=queue.connection).work(burst=True)
+
+    finished(job)
+    assert connections["default"].in_atomic_block
+    assert list(Note.objects.values_list("text", flat=True)) == ["before"]

@@ -42,6 +42,12 @@ def query_in_transaction(name: str, seconds: float) -> None:
             cursor.execute("SELECT pg_sleep(%s)", [seconds])
 
 
+def default_query_in_transaction(seconds: float) -> None:
+    """The same on Django's own ``default`` connection."""
+    with transaction.atomic(), connections["default"].cursor() as cursor:
+        cursor.execute("SELECT pg_sleep(%s)", [seconds])
+
+
 def leave_transaction_open(name: str) -> int:
     """A raw BEGIN Django knows nothing about: the backend stays idle in transaction."""
     with connections[f"schema_{name}"].cursor() as cursor:
