@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.db import connections
+from rq import Queue
 
 from branching_ops.databases import BranchDatabases
 from branching_ops.testing.postgres import PostgresServer
@@ -42,6 +43,15 @@ def redis_server() -> Iterator[RedisServer]:
         os.environ["BRANCHING_OPS_TEST_REDIS_URL"] = server.url
         settings.RQ_QUEUES["default"]["URL"] = server.url
         yield server
+
+
+@pytest.fixture
+def queue(redis_server: RedisServer) -> Iterator[Queue]:
+    """The ``default`` RQ queue on an empty Redis database."""
+    client = redis_server.client()
+    client.flushdb()
+    yield Queue("default", connection=client)
+    client.close()
 
 
 @pytest.fixture(scope="session")
