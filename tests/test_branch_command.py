@@ -167,7 +167,7 @@ def test_without_checkpoint_200_branches_exhaust_the_server(
 ) -> None:
     """The checkpoint is what makes the loop above pass: no cap, CONN_MAX_AGE=0."""
     assert connections["default"].settings_dict["CONN_MAX_AGE"] == 0
-    with pytest.raises(OperationalError, match="slots are reserved|too many clients"):
+    with pytest.raises(OperationalError, match=r"slots are reserved|too many clients"):
         call_command("touch_branches", count=200, stdout=StringIO())
 
     # ... and even then the command closed what it had opened.

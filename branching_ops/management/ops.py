@@ -100,7 +100,7 @@ class Backend:
     user: str
     state: str
     client: str
-    age: timedelta
+    age: timedelta | None
     idle: timedelta | None
     can_signal: bool
 
@@ -112,23 +112,32 @@ class Backend:
             "user": self.user,
             "state": self.state,
             "client": self.client,
-            "age_seconds": round(self.age.total_seconds(), 3),
-            "idle_seconds": None if self.idle is None else round(self.idle.total_seconds(), 3),
+            "age_seconds": seconds(self.age),
+            "idle_seconds": seconds(self.idle),
         }
 
 
+def seconds(duration: timedelta | None) -> float | None:
+    return None if duration is None else round(duration.total_seconds(), 3)
+
+
+# Without pg_read_all_stats a role sees only the pid, role, database and
+# application_name of other roles' backends: state, times, address and
+# backend_type are NULL there. Such a backend is still listed, with what is known.
 # The privilege test mirrors the server's own for pg_terminate_backend(): a
 # superuser may signal anyone; others only non-superuser backends of a role
 # whose privileges they have, or any non-superuser with pg_signal_backend.
 BACKENDS_SQL = """
 SELECT a.pid, a.application_name, coalesce(a.usename, ''), coalesce(a.state, ''),
-       coalesce(host(a.client_addr), 'local'), now() - a.backend_start,
+       coalesce(host(a.client_addr), CASE WHEN a.backend_start IS NOT NULL THEN 'local' END, '-'),
+       now() - a.backend_start,
        CASE WHEN a.state = ANY(%s) THEN now() - a.state_change END,
        coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false)
        OR (NOT coalesce((SELECT rolsuper FROM pg_roles WHERE oid = a.usesysid), false)
            AND (pg_has_role(a.usesysid, 'USAGE') OR pg_has_role('pg_signal_backend', 'USAGE')))
 FROM pg_stat_activity a
-WHERE a.datname = current_database() AND a.backend_type = 'client backend'
+WHERE a.datname = current_database()
+  AND coalesce(a.backend_type, 'client backend') = 'client backend'
   AND a.pid <> pg_backend_pid() AND position(%s in a.application_name) > 0
 ORDER BY a.backend_start, a.pid
 """

@@ -22,8 +22,8 @@ class BranchSummary:
         return sum(backend.state in states for backend in self.backends)
 
     @property
-    def oldest(self) -> timedelta:
-        return max(backend.age for backend in self.backends)
+    def oldest(self) -> timedelta | None:
+        return max((b.age for b in self.backends if b.age is not None), default=None)
 
     @property
     def longest_idle(self) -> timedelta | None:
@@ -46,17 +46,14 @@ class BranchSummary:
         )
 
     def as_json(self) -> dict[str, Any]:
-        longest_idle = self.longest_idle
         return {
             "branch": self.branch,
             "connections": len(self.backends),
             "active": self.count("active"),
             "idle": self.count("idle"),
             "idle_in_transaction": self.count(*ops.IDLE_STATES[1:]),
-            "oldest_seconds": round(self.oldest.total_seconds(), 3),
-            "longest_idle_seconds": (
-                None if longest_idle is None else round(longest_idle.total_seconds(), 3)
-            ),
+            "oldest_seconds": ops.seconds(self.oldest),
+            "longest_idle_seconds": ops.seconds(self.longest_idle),
             "clients": self.clients,
             "backends": [backend.as_json() for backend in self.backends],
         }
@@ -67,7 +64,7 @@ HEADERS = (
     "CONNECTIONS",
     "ACTIVE",
     "IDLE",
-    "IDLE IN TRANSACTION",
+    "IDLE IN TX",
     "OLDEST",
     "LONGEST IDLE",
     "CLIENTS",

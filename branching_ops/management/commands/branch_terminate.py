@@ -61,16 +61,16 @@ class Command(BranchCommand):
         if not backends:
             self.stdout.write(f"No branch backends match on database {dbname!r}.")
             return
-        self.stdout.write(ops.backend_table(backends) + "\n")
+        self.stdout.write(ops.backend_table(backends))
         if not yes:
             self.stdout.write(
-                f"Would terminate {len(backends)} branch backend(s) of database {dbname!r}. "
+                f"\nWould terminate {len(backends)} branch backend(s) of database {dbname!r}. "
                 "Run again with --yes to terminate them."
             )
             return
         self.stdout.write(
             self.style.SUCCESS(
-                f"Terminated {len(terminated)} branch backend(s) of database {dbname!r}."
+                f"\nTerminated {len(terminated)} branch backend(s) of database {dbname!r}."
             )
         )
         if len(terminated) < len(backends):
