@@ -199,15 +199,15 @@ def test_checkpoint_keeps_young_connections_and_the_callers(
 # -- real manage.py subprocesses ---------------------------------------------
 
 
-def manage(*args: str, env: dict[str, str], **kwargs: object) -> subprocess.Popen[str]:
+def manage(*args: str, env: dict[str, str], stdin: int | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "manage.py", *args],
         cwd=ROOT,
         env=env,
         text=True,
+        stdin=stdin,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        **kwargs,  # type: ignore[call-overload]
     )
 
 

@@ -7,19 +7,23 @@ import re
 from collections.abc import Callable
 from collections.abc import Iterator
 from io import StringIO
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.core.management.base import CommandParser
 from django.db import IntegrityError
 from django.db import connections
 from django.test import override_settings
 from psycopg import sql
 
+from branching_ops.management.base import BranchCommand
 from branching_ops.routers import activate_branch
 from branching_ops.testing.postgres import PostgresServer
+from branching_ops.tracking import tracked_aliases
 from tests.backends import BranchBackends
 from tests.conftest import APP_ROLE
 from tests.testapp.models import Note
@@ -637,3 +641,98 @@ def test_drop_without_privilege_to_terminate(
     )
     assert "guarded" in schemas(postgres, dbname)
     assert branch_backends() == ["branch:guarded", "branch:guarded"]
+
+
+# -- the create -> use -> drop cycle ----------------------------------------------
+
+
+class UseBranch(BranchCommand):
+    """One unit of work on a branch, as a command: write and read through the ORM."""
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("name")
+
+    def handle(self, *args: Any, name: str, **options: Any) -> None:
+        with activate_branch(name):
+            Note.objects.create(text=name)
+            assert Note.objects.count() == 1
+
+
+def server_processes(postgres: PostgresServer) -> list[int]:
+    """The postmaster and every process it forked (backends, checkpointer, ...)."""
+    assert postgres.process is not None
+    postmaster = postgres.process.pid
+    children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+    return [postmaster, *map(int, children)]
+
+
+def private_kib(pid: int) -> int:
+    """Memory only this process uses (not the shared buffers every backend maps)."""
+    try:
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0  # exited while we looked
+    return sum(int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Private_"))
+
+
+def server_footprint(postgres: PostgresServer) -> tuple[int, int]:
+    """(client backends, private memory of the whole server in KiB)."""
+    with postgres.connect() as monitor:
+        row = monitor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+            "AND pid <> pg_backend_pid()"
+        ).fetchone()
+    assert row is not None
+    (count,) = row
+    assert isinstance(count, int)
+    return count, sum(private_kib(pid) for pid in server_processes(postgres))
+
+
+@pytest.mark.slow
+def test_create_use_drop_200_times_does_not_grow_the_server(
+    postgres: PostgresServer, branch_backends: BranchBackends
+) -> None:
+    """netbox-branching #357: this cycle ran the server out of memory.
+
+    Each cycle is what separate ``manage.py`` runs (or requests with
+    ``CONN_MAX_AGE=0``) do: the ops connection ends with the command. Then the
+    same cycles in one long-lived session, whose backend grows PostgreSQL's
+    per-session catalog cache; that memory goes when the session ends.
+    """
+    default = connections["default"]
+
+    def cycles(start: int, count: int, *, one_session: bool = False) -> None:
+        for i in range(start, start + count):
+            run("branch_create", f"cycle_{i}", from_schema="public")
+            call_command(UseBranch(), f"cycle_{i}")
+            run("branch_drop", f"cycle_{i}", interactive=False)
+            if not one_session:
+                default.close()
+        branch_backends.wait_for([])
+
+    cycles(0, 20)  # warm up: the server's caches and free lists
+    backends_0, memory_0 = server_footprint(postgres)
+    cycles(20, 200)
+    backends_1, memory_1 = server_footprint(postgres)
+
+    cycles(220, 10, one_session=True)  # warm up the session
+    session_pid = default.connection.info.backend_pid
+    session_0 = private_kib(session_pid)
+    cycles(230, 100, one_session=True)
+    session_1 = private_kib(session_pid)
+    default.close()
+    branch_backends.wait_for([])
+    backends_2, memory_2 = server_footprint(postgres)
+
+    print(
+        f"\n200 x create/use/drop: client backends {backends_0} -> {backends_1}, "
+        f"server private memory {memory_0} -> {memory_1} KiB"
+        f"\n100 more in one session: its backend {session_0} -> {session_1} KiB "
+        f"({(session_1 - session_0) / 100:.1f} KiB per cycle); after it closed: "
+        f"client backends {backends_2}, server private memory {memory_2} KiB"
+    )
+    assert backends_1 == backends_0
+    assert backends_2 == backends_0
+    assert tracked_aliases() == []
+    assert memory_1 - memory_0 < 1024
+    assert memory_2 - memory_0 < 1024
