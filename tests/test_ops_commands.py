@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Callable
 from collections.abc import Iterator
 from io import StringIO
@@ -22,6 +23,7 @@ from psycopg import sql
 
 from branching_ops.management.base import BranchCommand
 from branching_ops.routers import activate_branch
+from branching_ops.testing._process import wait_until
 from branching_ops.testing.postgres import PostgresServer
 from branching_ops.tracking import tracked_aliases
 from tests.backends import BranchBackends
@@ -515,7 +517,7 @@ def test_create_is_one_transaction(postgres: PostgresServer, dbname: str) -> Non
         setup.execute("ALTER TABLE locked.a OWNER TO app")  # b stays the superuser's
     before = schemas(postgres, dbname)
 
-    with pytest.raises(CommandError, match=r"^Permission denied: permission denied for table b$"):
+    with pytest.raises(CommandError, match=r"^The server refused: permission denied for table b$"):
         run("branch_create", "feat", from_schema="locked")
 
     assert schemas(postgres, dbname) == before
@@ -675,17 +677,23 @@ def private_kib(pid: int) -> int:
     return sum(int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Private_"))
 
 
-def server_footprint(postgres: PostgresServer) -> tuple[int, int]:
-    """(client backends, private memory of the whole server in KiB)."""
+def server_footprint(postgres: PostgresServer, instruments: set[int]) -> tuple[int, int]:
+    """(client backends, private memory of the server in KiB), without our instruments.
+
+    ``instruments`` are the backends of the test's own monitoring connections:
+    a session that polls ``pg_stat_activity`` thousands of times grows too,
+    and it is not part of what is measured.
+    """
     with postgres.connect() as monitor:
-        row = monitor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
-            "AND pid <> pg_backend_pid()"
-        ).fetchone()
-    assert row is not None
-    (count,) = row
-    assert isinstance(count, int)
-    return count, sum(private_kib(pid) for pid in server_processes(postgres))
+        instruments = {*instruments, monitor.info.backend_pid}
+        rows = monitor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend'"
+        ).fetchall()
+        clients = [pid for (pid,) in rows if pid not in instruments]
+        memory = sum(
+            private_kib(pid) for pid in server_processes(postgres) if pid not in instruments
+        )
+    return len(clients), memory
 
 
 @pytest.mark.slow
@@ -700,6 +708,7 @@ def test_create_use_drop_200_times_does_not_grow_the_server(
     per-session catalog cache; that memory goes when the session ends.
     """
     default = connections["default"]
+    instruments = {branch_backends.monitor.info.backend_pid}
 
     def cycles(start: int, count: int, *, one_session: bool = False) -> None:
         for i in range(start, start + count):
@@ -711,9 +720,9 @@ def test_create_use_drop_200_times_does_not_grow_the_server(
         branch_backends.wait_for([])
 
     cycles(0, 20)  # warm up: the server's caches and free lists
-    backends_0, memory_0 = server_footprint(postgres)
+    backends_0, memory_0 = server_footprint(postgres, instruments)
     cycles(20, 200)
-    backends_1, memory_1 = server_footprint(postgres)
+    backends_1, memory_1 = server_footprint(postgres, instruments)
 
     cycles(220, 10, one_session=True)  # warm up the session
     session_pid = default.connection.info.backend_pid
@@ -722,7 +731,7 @@ def test_create_use_drop_200_times_does_not_grow_the_server(
     session_1 = private_kib(session_pid)
     default.close()
     branch_backends.wait_for([])
-    backends_2, memory_2 = server_footprint(postgres)
+    backends_2, memory_2 = server_footprint(postgres, instruments)
 
     print(
         f"\n200 x create/use/drop: client backends {backends_0} -> {backends_1}, "
@@ -736,3 +745,38 @@ def test_create_use_drop_200_times_does_not_grow_the_server(
     assert tracked_aliases() == []
     assert memory_1 - memory_0 < 1024
     assert memory_2 - memory_0 < 1024
+
+
+def test_create_loses_a_race_cleanly(postgres: PostgresServer, dbname: str) -> None:
+    """Created by someone else between the existence check and CREATE SCHEMA."""
+    errors: list[BaseException] = []
+
+    def create() -> None:
+        try:
+            run("branch_create", "racy", from_schema="public")
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    with postgres.connect(dbname) as other, postgres.connect() as monitor:
+        other.execute("BEGIN")
+        other.execute("CREATE SCHEMA racy")  # not visible to others until committed
+        racer = threading.Thread(target=create)
+        racer.start()
+        wait_until(
+            lambda: bool(
+                monitor.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE 'CREATE SCHEMA %'"
+                ).fetchone()
+            ),
+            timeout=30,
+            what="branch_create to wait for the other transaction",
+        )
+        other.execute("COMMIT")
+        racer.join()
+
+    assert [str(error) for error in errors] == ["Branch 'racy' already exists."]
+    assert isinstance(errors[0], CommandError)
+    assert execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'racy'") == [(0,)]

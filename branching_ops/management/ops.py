@@ -61,8 +61,8 @@ def check_branch_name(name: str, *, argument: str = "") -> str:
     return name
 
 
-def check_droppable(name: str) -> str:
-    """``CommandError`` for names that are schemas of the system or of every branch."""
+def check_branch_schema(name: str) -> str:
+    """``name`` if it can be a branch: valid, not a schema of the system or of every branch."""
     check_branch_name(name)
     if (
         name.startswith("pg_")
@@ -80,7 +80,7 @@ def privilege_errors() -> Iterator[None]:
         yield
     except DatabaseError as exc:
         if isinstance(exc.__cause__, psycopg.errors.InsufficientPrivilege):
-            raise CommandError(f"Permission denied: {exc.__cause__}".rstrip()) from exc
+            raise CommandError(f"The server refused: {exc.__cause__}".rstrip()) from exc
         raise
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import psycopg.errors
 from django.core.management.base import CommandError
 from django.core.management.base import CommandParser
 from django.db import IntegrityError
@@ -76,7 +75,7 @@ class Command(BranchCommand):
         verbosity: int,
         **options: Any,
     ) -> None:
-        ops.check_droppable(name)
+        ops.check_branch_schema(name)
         if from_schema is not None:
             ops.check_branch_name(from_schema, argument="--from-schema: ")
         connection = ops.database_connection(database)
@@ -88,14 +87,15 @@ class Command(BranchCommand):
             return
         if from_schema is not None and not ops.schema_exists(connection, from_schema):
             raise CommandError(f"Schema {from_schema!r} does not exist.")
-        with ops.privilege_errors(), transaction.atomic(using=database):
-            try:
+        try:
+            with ops.privilege_errors(), transaction.atomic(using=database):
                 tables = create_branch(connection, name, from_schema)
-            except (ProgrammingError, IntegrityError) as exc:
-                # Created by someone else since the check above.
-                if isinstance(exc.__cause__, psycopg.errors.DuplicateSchema):
-                    raise CommandError(f"Branch {name!r} already exists.") from exc
-                raise
+        except (ProgrammingError, IntegrityError) as exc:
+            # Created by someone else since the check above (DuplicateSchema,
+            # or a unique violation when both transactions ran at once).
+            if ops.schema_exists(connection, name):
+                raise CommandError(f"Branch {name!r} already exists.") from exc
+            raise
         if verbosity >= 1:
             copied = (
                 f" with the structure of {len(tables)} table(s) from schema {from_schema!r}"

@@ -51,7 +51,7 @@ class Command(BranchCommand):
         verbosity: int,
         **options: Any,
     ) -> None:
-        ops.check_droppable(name)
+        ops.check_branch_schema(name)
         connection = ops.database_connection(database)
         with connection.cursor() as cursor:
             cursor.execute(OWNER_SQL, [name])
