@@ -780,3 +780,38 @@ def test_create_loses_a_race_cleanly(postgres: PostgresServer, dbname: str) -> N
     assert [str(error) for error in errors] == ["Branch 'racy' already exists."]
     assert isinstance(errors[0], CommandError)
     assert execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'racy'") == [(0,)]
+
+
+def test_other_roles_backends_are_listed_with_what_is_visible(
+    connect: Connect, dbname: str
+) -> None:
+    """Without pg_read_all_stats, another role's backend shows no state, times or address."""
+    pid = connect("branch:hidden", user="postgres").info.backend_pid
+
+    table = run("branch_connections", verbosity=2)
+    data = json.loads(run("branch_connections", json=True))
+
+    width = len(str(pid))
+    assert table == (
+        "BRANCH  CONNECTIONS  ACTIVE  IDLE  IDLE IN TX  OLDEST  LONGEST IDLE  CLIENTS\n"
+        "hidden            1       0     0           0  -       -\n"
+        "\n"
+        f"BRANCH  {'PID':>{width}}  USER      STATE  AGE  IDLE  CLIENT\n"
+        f"hidden  {pid}  postgres  -      -    -     -\n"
+        "\n"
+        f"1 connection(s) on 1 branch(es) of database {dbname!r}.\n"
+    )
+    assert data["branches"][0]["backends"] == [
+        {
+            "pid": pid,
+            "branch": "hidden",
+            "application_name": "branch:hidden",
+            "user": "postgres",
+            "state": None,
+            "client": None,
+            "age_seconds": None,
+            "idle_seconds": None,
+        }
+    ]
+    assert data["branches"][0]["oldest_seconds"] is None
+    assert data["branches"][0]["clients"] == []

@@ -98,8 +98,8 @@ class Backend:
     branch: str
     application_name: str
     user: str
-    state: str
-    client: str
+    state: str | None
+    client: str | None
     age: timedelta | None
     idle: timedelta | None
     can_signal: bool
@@ -123,13 +123,14 @@ def seconds(duration: timedelta | None) -> float | None:
 
 # Without pg_read_all_stats a role sees only the pid, role, database and
 # application_name of other roles' backends: state, times, address and
-# backend_type are NULL there. Such a backend is still listed, with what is known.
+# backend_type are NULL there. Such a backend is still listed, with what is known
+# (``-`` in tables, ``null`` in JSON).
 # The privilege test mirrors the server's own for pg_terminate_backend(): a
 # superuser may signal anyone; others only non-superuser backends of a role
 # whose privileges they have, or any non-superuser with pg_signal_backend.
 BACKENDS_SQL = """
-SELECT a.pid, a.application_name, coalesce(a.usename, ''), coalesce(a.state, ''),
-       coalesce(host(a.client_addr), CASE WHEN a.backend_start IS NOT NULL THEN 'local' END, '-'),
+SELECT a.pid, a.application_name, coalesce(a.usename, ''), a.state,
+       coalesce(host(a.client_addr), CASE WHEN a.backend_start IS NOT NULL THEN 'local' END),
        now() - a.backend_start,
        CASE WHEN a.state = ANY(%s) THEN now() - a.state_change END,
        coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false)
@@ -266,7 +267,7 @@ def backend_table(backends: Iterable[Backend]) -> str:
                 backend.state or "-",
                 format_duration(backend.age),
                 format_duration(backend.idle),
-                backend.client,
+                backend.client or "-",
             )
             for backend in backends
         ],

@@ -31,7 +31,7 @@ class BranchSummary:
 
     @property
     def clients(self) -> list[str]:
-        return sorted({backend.client for backend in self.backends})
+        return sorted({backend.client for backend in self.backends if backend.client})
 
     def row(self) -> tuple[str | int, ...]:
         return (
