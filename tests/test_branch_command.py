@@ -274,7 +274,7 @@ def test_long_lived_process_killed_after_the_command(
     log_start = len(wide_postgres.log_text())
     code = (
         "import sys; from django.core.management import call_command; "
-        f"call_command({command!r}, count={BRANCHES}); sys.stdin.read()"
+        f"call_command({command!r}, count={BRANCHES}); sys.stdout.flush(); sys.stdin.read()"
     )
     process = manage("shell", "-v", "0", "-c", code, env=wide_env, stdin=subprocess.PIPE)
     try:
