@@ -182,10 +182,6 @@ def branch_backends(
     return sorted(backends, key=lambda backend: backend.branch)
 
 
-def _idle_longer(idle: timedelta | None, seconds: float) -> bool:
-    return idle is not None and idle.total_seconds() > seconds
-
-
 def _own_backend_pids() -> set[int]:
     wrappers: list[BaseDatabaseWrapper | None] = list(connections.all(initialized_only=True))
     wrappers += [tracking.stored_wrapper(alias) for alias in tracking.tracked_aliases()]
