@@ -97,7 +97,8 @@ class BranchDatabases(dict[str, dict[str, Any]]):
 
         Override to change how a branch connects. The result keeps every key
         and ``OPTIONS`` entry of ``default`` and adds only the branch's
-        ``search_path`` and an ``application_name`` that names the branch.
+        ``search_path`` and an ``application_name`` that names the branch;
+        a ``pool`` option gets ``BRANCHING_OPS["BRANCH_POOL_OPTIONS"]`` over it.
         """
         default = super().__getitem__("default")
         options = dict(default.get("OPTIONS", {}))
@@ -108,4 +109,10 @@ class BranchDatabases(dict[str, dict[str, Any]]):
         options["application_name"] = branch_application_name(
             name, options.get("application_name")
         )
+        if pool := options.get("pool"):
+            # Django keeps a pool per alias: branch pools get their own, small options.
+            options["pool"] = {
+                **(pool if isinstance(pool, dict) else {}),
+                **conf.BRANCH_POOL_OPTIONS,
+            }
         return {**default, "OPTIONS": options, "TEST": dict(default.get("TEST", {}))}
