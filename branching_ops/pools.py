@@ -40,11 +40,10 @@ def release(alias: str, wrapper: BaseDatabaseWrapper | None) -> None:
         if _holders[alias] > 0:
             return
         del _holders[alias]
-        close_pool = getattr(wrapper, "close_pool", None)
-        if wrapper is None or close_pool is None or not wrapper.settings_dict["OPTIONS"].get("pool"):
+        if wrapper is None or not wrapper.settings_dict["OPTIONS"].get("pool"):
             return
         try:
-            close_pool()
+            wrapper.close_pool()  # type: ignore[attr-defined]  # PostgreSQL's wrapper
         except Exception:
             logger.warning("Closing the connection pool of %s failed.", alias, exc_info=True)
         else:

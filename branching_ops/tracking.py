@@ -102,7 +102,9 @@ def stored_wrapper(alias: str) -> BaseDatabaseWrapper | None:
     return wrapper
 
 
-def on_connection_created(sender: object, connection: BaseDatabaseWrapper, **kwargs: object) -> None:
+def on_connection_created(
+    sender: object, connection: BaseDatabaseWrapper, **kwargs: object
+) -> None:
     """Receiver of Django's ``connection_created``: a tracked branch connected.
 
     Marks it most recently used and, with a cap, installs the per-query use

@@ -23,14 +23,15 @@ pytestmark = pytest.mark.skipif(
 
 def pools() -> dict[str, Any]:
     """Django's process-wide pools, by alias."""
-    pools: dict[str, Any] = type(connections["default"])._connection_pools
+    wrapper: Any = connections["default"]  # PostgreSQL's: typed as the base class
+    pools: dict[str, Any] = type(wrapper)._connection_pools
     return pools
 
 
 @pytest.fixture
 def pooled_default(branch_backends: BranchBackends) -> Iterator[None]:
     """``default`` with OPTIONS["pool"], as a project that uses the pool sets it."""
-    default = connections["default"]
+    default: Any = connections["default"]
     default.close()
     default.settings_dict["OPTIONS"]["pool"] = {"min_size": 2, "max_size": 4}
     try:
@@ -46,7 +47,7 @@ def test_branch_pools_are_small_and_closed_when_no_thread_holds_them(
     branch_backends: BranchBackends,
 ) -> None:
     assert get("/default/") == (200, "default")
-    branch = connections["schema_pooled"]
+    branch: Any = connections["schema_pooled"]
     with branch.cursor() as cursor:
         cursor.execute("SELECT 1")
     pool = branch.pool
@@ -71,7 +72,7 @@ def test_branch_pools_are_small_and_closed_when_no_thread_holds_them(
 def test_branch_pool_options_are_configurable() -> None:
     options = {"min_size": 1, "max_size": 2, "timeout": 5}
     with override_settings(BRANCHING_OPS={"BRANCH_POOL_OPTIONS": options}):
-        branch = connections["schema_sized"]
+        branch: Any = connections["schema_sized"]
 
     assert branch.settings_dict["OPTIONS"]["pool"] == {**options}
     assert (branch.pool.min_size, branch.pool.max_size, branch.pool.timeout) == (1, 2, 5)
