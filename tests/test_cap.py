@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.db import connections
@@ -170,4 +172,37 @@ def test_signal_and_logs_name_alias_and_reason(
     assert "Untracked branch connection schema_sig_e (shutdown)." in messages
     failures = [r for r in caplog.records if r.name == "django.dispatch"]
     assert len(failures) == 5  # logged by Django; cleanup went on
+    branch_backends.wait_for([])
+
+
+@pytest.mark.usefixtures("cap")
+def test_cap_is_per_thread(branch_backends: BranchBackends) -> None:
+    threads, walk = 4, 30
+    holding = threading.Barrier(threads + 1)  # every thread holds its cap at once
+    read = threading.Barrier(threads + 1)  # until the server has been read
+
+    def worker(n: int) -> list[str]:
+        try:
+            for i in range(walk):
+                backend_pid(f"t{n}_{i}")
+                assert len(tracked_aliases()) <= 3
+            held = tracked_aliases()
+            holding.wait(timeout=60)
+            read.wait(timeout=60)
+            return held
+        finally:
+            close_branch_connections()
+
+    with ThreadPoolExecutor(threads) as executor:
+        futures = [executor.submit(worker, n) for n in range(threads)]
+        holding.wait(timeout=60)
+        try:
+            branch_backends.wait_for(
+                [f"branch:t{n}_{i}" for n in range(threads) for i in range(walk - 3, walk)]
+            )
+        finally:
+            read.wait(timeout=60)
+        held = [future.result() for future in futures]
+
+    assert held == [[f"schema_t{n}_{i}" for i in range(walk - 3, walk)] for n in range(threads)]
     branch_backends.wait_for([])

@@ -112,6 +112,17 @@ def test_hundred_branches_over_threads_leave_no_pool_and_no_backend(
 
 
 @pytest.mark.usefixtures("pooled_default")
+def test_cap_closes_the_pools_of_the_branches_it_closes(branch_backends: BranchBackends) -> None:
+    with override_settings(BRANCHING_OPS={"MAX_CONNECTIONS_PER_THREAD": 2}):
+        for i in range(20):
+            with connections[f"schema_capped_{i}"].cursor() as cursor:
+                cursor.execute("SELECT 1")
+
+    branch_backends.wait_for(["branch:capped_18", "branch:capped_19"])
+    assert sorted(pools()) == ["schema_capped_18", "schema_capped_19"]
+
+
+@pytest.mark.usefixtures("pooled_default")
 def test_without_closing_branch_pools_idle_connections_stay(
     branch_backends: BranchBackends, monkeypatch: pytest.MonkeyPatch
 ) -> None:
