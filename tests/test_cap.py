@@ -56,8 +56,10 @@ def test_thousand_branches_on_one_thread_hold_at_most_the_cap(
     peak = 0
     for i in range(1000):
         backend_pid(f"walk_{i}")
-        peak = max(peak, settled_count(branch_backends, at_most=3))
+        count = settled_count(branch_backends, at_most=3)
+        assert count <= 3, f"{count} branch backends after branch {i}"
         assert len(tracked_aliases()) <= 3
+        peak = max(peak, count)
 
     print(f"\ncap 3, 1000 branches on one thread: peak branch backends {peak}")
     assert peak == 3
