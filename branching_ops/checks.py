@@ -149,3 +149,29 @@ def _check_branch_pool_options(pool: object) -> list[CheckMessage]:
             )
         ]
     return []
+
+
+@register(Tags.compatibility)
+def check_search_path_settings(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    mode = conf.SEARCH_PATH
+    if mode not in ("startup", "session"):
+        errors.append(
+            Error(
+                f"BRANCHING_OPS['SEARCH_PATH'] must be 'startup' or 'session', not {mode!r}.",
+                hint="'startup' passes the search_path in the libpq options (no extra round "
+                "trip); 'session' sets it right after connecting (behind PgBouncer).",
+                id="branching_ops.E020",
+            )
+        )
+    verify: object = conf.VERIFY_SEARCH_PATH
+    if not isinstance(verify, bool):
+        errors.append(
+            Error(
+                f"BRANCHING_OPS['VERIFY_SEARCH_PATH'] must be True or False, not {verify!r}.",
+                id="branching_ops.E021",
+            )
+        )
+    return errors

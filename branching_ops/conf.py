@@ -7,6 +7,7 @@ in tests and lets ``settings.py`` build ``DATABASES`` before this is imported.
 from __future__ import annotations
 
 from typing import Any
+from typing import Literal
 
 from django.conf import settings as django_settings
 
@@ -16,6 +17,8 @@ DEFAULTS: dict[str, Any] = {
     # Each branch alias gets a psycopg pool of its own when ``default`` sets
     # OPTIONS["pool"]: keep each one small and free of idle connections.
     "BRANCH_POOL_OPTIONS": {"min_size": 0, "max_size": 4, "num_workers": 1},
+    "SEARCH_PATH": "startup",
+    "VERIFY_SEARCH_PATH": True,
 }
 
 
@@ -40,6 +43,18 @@ class Settings:
     def BRANCH_POOL_OPTIONS(self) -> dict[str, Any]:
         """psycopg ``ConnectionPool`` arguments for branch aliases, over ``default``'s."""
         value: dict[str, Any] = self._get("BRANCH_POOL_OPTIONS")
+        return value
+
+    @property
+    def SEARCH_PATH(self) -> Literal["startup", "session"]:
+        """How a branch connection gets its ``search_path``: startup option or ``SET``."""
+        value: Literal["startup", "session"] = self._get("SEARCH_PATH")
+        return value
+
+    @property
+    def VERIFY_SEARCH_PATH(self) -> bool:
+        """Check, on every new branch connection, that the server uses the branch's path."""
+        value: bool = self._get("VERIFY_SEARCH_PATH")
         return value
 
 

@@ -18,8 +18,11 @@ from branching_ops import tracking
 from branching_ops.conf import conf
 
 ALIAS_PREFIX = "schema_"
+# Django's PostgreSQL backend plus the search_path hooks (branching_ops.backend).
+BRANCH_ENGINE = "branching_ops.backend"
 APPLICATION_NAME_MARKER = "branch:"
 BRANCH_NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_PGBOUNCER_ADDED_HOST_RE = re.compile(r" (?:- ?\S*)?$")
 # PostgreSQL keeps NAMEDATALEN - 1 bytes of application_name and drops the rest.
 APPLICATION_NAME_MAX_BYTES = 63
 
@@ -57,8 +60,10 @@ def branch_from_application_name(application_name: str) -> str | None:
     """The branch a backend serves, from its ``application_name``, or ``None``.
 
     The name may be cut short where the server truncated a long
-    ``application_name`` to 63 bytes.
+    ``application_name`` to 63 bytes. The `` - host:port`` that PgBouncer's
+    ``application_name_add_host`` appends (whole or cut short) is ignored.
     """
+    application_name = _PGBOUNCER_ADDED_HOST_RE.sub("", application_name)
     head, marker, name = application_name.rpartition(APPLICATION_NAME_MARKER)
     if not marker or (head and not head.endswith("/")):
         return None
@@ -97,15 +102,19 @@ class BranchDatabases(dict[str, dict[str, Any]]):
 
         Override to change how a branch connects. The result keeps every key
         and ``OPTIONS`` entry of ``default`` and adds only the branch's
-        ``search_path`` and an ``application_name`` that names the branch;
-        a ``pool`` option gets ``BRANCHING_OPS["BRANCH_POOL_OPTIONS"]`` over it.
+        ``search_path`` (as a startup option or, in ``"session"`` mode, for the
+        backend to ``SET``), an ``application_name`` that names the branch, and
+        the ``ENGINE`` that delivers and checks the ``search_path``; a ``pool``
+        option gets ``BRANCHING_OPS["BRANCH_POOL_OPTIONS"]`` over it.
         """
         default = super().__getitem__("default")
         options = dict(default.get("OPTIONS", {}))
         search_path = ",".join([name, *conf.SEARCH_PATH_TAIL])
-        options["options"] = " ".join(
-            part for part in (options.get("options"), f"-c search_path={search_path}") if part
-        )
+        at_startup = conf.SEARCH_PATH != "session"
+        if at_startup:
+            options["options"] = " ".join(
+                part for part in (options.get("options"), f"-c search_path={search_path}") if part
+            )
         options["application_name"] = branch_application_name(
             name, options.get("application_name")
         )
@@ -115,4 +124,13 @@ class BranchDatabases(dict[str, dict[str, Any]]):
                 **(pool if isinstance(pool, dict) else {}),
                 **conf.BRANCH_POOL_OPTIONS,
             }
-        return {**default, "OPTIONS": options, "TEST": dict(default.get("TEST", {}))}
+        # Read by the branch backend, which delivers and checks the path.
+        options["search_path"] = search_path
+        options["set_search_path"] = not at_startup
+        options["verify_search_path"] = conf.VERIFY_SEARCH_PATH
+        return {
+            **default,
+            "ENGINE": BRANCH_ENGINE,
+            "OPTIONS": options,
+            "TEST": dict(default.get("TEST", {})),
+        }

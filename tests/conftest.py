@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.conf import settings
 from django.db import connections
 
+from branching_ops.databases import BranchDatabases
 from branching_ops.testing.postgres import PostgresServer
 from branching_ops.testing.postgres import running_postgres
 from branching_ops.testing.redis import RedisServer
@@ -56,6 +59,31 @@ def branch_backends(postgres: PostgresServer, transactional_db: None) -> Iterato
     backends = BranchBackends(postgres, connections["default"].settings_dict["NAME"])
     yield backends
     backends.close()
+
+
+@pytest.fixture
+def reroute_branches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> Callable[..., None]:
+    """Change the settings of branch aliases created from now on (e.g. HOST/PORT of a pooler).
+
+    ``reroute(options={...}, **keys)``: ``keys`` replace top-level settings,
+    ``options`` are merged into ``OPTIONS``. ``default`` keeps its settings.
+    """
+    databases = connections.settings
+    assert isinstance(databases, BranchDatabases)
+    build = databases.branch_settings
+
+    def reroute(options: dict[str, Any] | None = None, **changes: Any) -> None:
+        def branch_settings(name: str) -> dict[str, Any]:
+            result = {**build(name), **changes}
+            result["OPTIONS"] = {**result["OPTIONS"], **(options or {})}
+            return result
+
+        close_branch_connections()
+        monkeypatch.setattr(databases, "branch_settings", branch_settings)
+
+    return reroute
 
 
 @pytest.fixture(autouse=True)

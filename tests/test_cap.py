@@ -13,6 +13,7 @@ from django.db import connections
 from django.db import transaction
 from django.test import override_settings
 
+from branching_ops.backend.base import DatabaseWrapper as BranchDatabaseWrapper
 from branching_ops.conf import conf
 from branching_ops.signals import branch_connection_closed
 from branching_ops.tracking import close_branch_connections
@@ -148,7 +149,7 @@ def test_signal_and_logs_name_alias_and_reason(
         branch_connection_closed.disconnect(receiver)
         branch_connection_closed.disconnect(failing)
 
-    wrapper_class = type(connections["default"])
+    wrapper_class = BranchDatabaseWrapper
     assert received == [
         (wrapper_class, "schema_sig_a", "cap"),
         (wrapper_class, "schema_sig_b", "obsolete"),

@@ -42,10 +42,14 @@ def test_branch_settings_derive_from_configured_default() -> None:
 
     assert branch == {
         **default,
+        "ENGINE": "branching_ops.backend",
         "OPTIONS": {
             "sslmode": "disable",
             "application_name": "myproject/branch:feature_x",
             "options": "-c statement_timeout=5000 -c search_path=feature_x,public",
+            "search_path": "feature_x,public",
+            "set_search_path": False,
+            "verify_search_path": True,
         },
     }
     assert branch["CONN_MAX_AGE"] == 30
@@ -61,6 +65,9 @@ def test_branch_without_project_application_name() -> None:
     assert databases["schema_b"]["OPTIONS"] == {
         "application_name": "branch:b",
         "options": "-c search_path=b,public",
+        "search_path": "b,public",
+        "set_search_path": False,
+        "verify_search_path": True,
     }
 
 
@@ -71,6 +78,28 @@ def test_search_path_tail_is_configurable() -> None:
         options = databases["schema_b"]["OPTIONS"]
 
     assert options["options"] == "-c search_path=b,shared,public"
+    assert options["search_path"] == "b,shared,public"
+
+
+def test_session_mode_leaves_the_startup_options_alone() -> None:
+    databases = configured(
+        {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": "app",
+            "OPTIONS": {"options": "-c statement_timeout=5000"},
+        }
+    )
+
+    with override_settings(BRANCHING_OPS={"SEARCH_PATH": "session", "VERIFY_SEARCH_PATH": False}):
+        options = databases["schema_b"]["OPTIONS"]
+
+    assert options == {
+        "application_name": "branch:b",
+        "options": "-c statement_timeout=5000",
+        "search_path": "b,public",
+        "set_search_path": True,
+        "verify_search_path": False,
+    }
 
 
 def test_iteration_sees_only_static_aliases() -> None:
@@ -124,6 +153,12 @@ def test_unknown_static_alias_keeps_djangos_message() -> None:
     [
         ("branch:feature_x", "feature_x"),
         ("myproject/branch:feature_x", "feature_x"),
+        # PgBouncer's application_name_add_host, whole and cut at 63 bytes
+        ("branch:feature_x - 127.0.0.1:53446", "feature_x"),
+        ("myproject/branch:feature_x - 127.0.", "feature_x"),
+        ("branch:feature_x -", "feature_x"),
+        ("branch:feature_x ", "feature_x"),
+        ("branch:feature_x junk", None),
         ("myproject branch:feature_x", None),
         ("branch:Bad", None),
         ("psql", None),

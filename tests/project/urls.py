@@ -8,4 +8,5 @@ urlpatterns = [
     path("branch/<str:name>/", views.branch),
     path("default/", views.default),
     path("ok/", views.ok),
+    path("marker/<str:name>/", views.marker),
 ]

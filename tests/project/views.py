@@ -27,3 +27,11 @@ def default(request: HttpRequest) -> HttpResponse:
 
 def ok(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok")
+
+
+def marker(request: HttpRequest, name: str) -> HttpResponse:
+    """Read the one row of the ``marker`` table the branch's search_path finds first."""
+    with connections[f"schema_{name}"].cursor() as cursor:
+        cursor.execute("SELECT name FROM marker")
+        (found,) = cursor.fetchone()
+    return HttpResponse(found)

@@ -1,0 +1,49 @@
+"""``ENGINE = "branching_ops.backend"``: set on branch aliases by ``BranchDatabases``.
+
+Django's own PostgreSQL ``DatabaseWrapper`` with two hooks that run on every
+new connection, on the thread that opens it, before any query of the caller:
+a refused connection gets an error that says why, and an opened one gets its
+``search_path`` set and/or checked (:mod:`branching_ops.search_path`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from django.db.backends.postgresql import base
+
+from branching_ops.search_path import SEARCH_PATH_OPTIONS
+from branching_ops.search_path import apply_search_path
+from branching_ops.search_path import startup_rejected_error
+
+
+class DatabaseWrapper(base.DatabaseWrapper):
+    def get_connection_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = super().get_connection_params()
+        for key in SEARCH_PATH_OPTIONS:
+            params.pop(key, None)
+        return params
+
+    def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        try:
+            return super().get_new_connection(conn_params)
+        except self.Database.OperationalError as exc:
+            error = startup_rejected_error(self.alias, self.settings_dict["OPTIONS"], exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    def init_connection_state(self) -> None:
+        super().init_connection_state()
+        try:
+            apply_search_path(self.connection, self.alias, self.settings_dict["OPTIONS"])
+            if not self.get_autocommit():
+                # A session-level SET inside a transaction the caller rolls
+                # back would be undone: commit it, as Django does for TimeZone.
+                self.connection.commit()
+        except BaseException:
+            # Never hand out (or leak) a connection on the wrong schema.
+            with contextlib.suppress(Exception):
+                self.close()
+            raise
