@@ -134,3 +134,9 @@ class BranchDatabases(dict[str, dict[str, Any]]):
             "OPTIONS": options,
             "TEST": dict(default.get("TEST", {})),
         }
+
+
+# Registers the system checks even when "branching_ops" is missing from
+# INSTALLED_APPS (its ready() never runs then): a settings module that builds
+# a BranchDatabases has imported this module, so the checks can say so.
+from branching_ops import checks  # noqa: E402, F401

@@ -5,8 +5,10 @@ loop; nothing closes them between jobs, and nothing ever closes branch
 connections. These workers treat each job like a request:
 
 - before the job: close what is obsolete (``CONN_MAX_AGE``, errors);
-- after the job, whatever its outcome: the same, and close any connection
-  the job left inside a transaction;
+- when a job times out: cancel the queries it is running before rq raises
+  ``JobTimeoutException``, so the server stops working for a job that is gone;
+- after the job, whatever its outcome: close any connection left inside a
+  transaction, then close what is obsolete;
 - in a forked job process, before rq ends it with ``os._exit()`` (which
   skips every goodbye): close everything, so PostgreSQL sees a clean exit
   instead of ``unexpected EOF on client connection``;
@@ -14,16 +16,17 @@ connections. These workers treat each job like a request:
   ever shared between two processes;
 - when a worker stops: close everything.
 
-The hooks live in ``perform_job``, which runs in the process that runs the
-job (the worker itself for ``SimpleWorker``, the job process for ``Worker``
-and ``SpawnWorker``) and which calls the job's ``on_success``/``on_failure``
-callbacks, so they still see working connections.
+The hooks wrap ``perform_job``, which runs in the process that
+runs the job (the worker itself for ``SimpleWorker``, the job process for
+``Worker`` and ``SpawnWorker``) and which calls the job's ``on_success``/``on_failure``
+callbacks, so those still see the job's connections.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import django
@@ -32,6 +35,8 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from psycopg.pq import TransactionStatus
 from rq.job import Job
 from rq.queue import Queue
+from rq.timeouts import BaseDeathPenalty
+from rq.timeouts import UnixSignalDeathPenalty
 from rq.worker import SimpleWorker
 from rq.worker import SpawnWorker
 from rq.worker import Worker
@@ -44,20 +49,66 @@ from branching_ops.tracking import tracked_aliases
 logger = logging.getLogger("branching_ops")
 
 
-def _close_django_connections(close: Callable[[BaseDatabaseWrapper], None]) -> None:
-    """Apply ``close`` to Django's own initialized connections; never raise."""
-    for wrapper in connections.all(initialized_only=True):
+def _django_wrappers() -> list[BaseDatabaseWrapper]:
+    """Django's own open connections, but those inside an ``atomic()`` block.
+
+    A worker run inside a test's transaction (``TestCase``, pytest-django's
+    ``db``) must leave that connection alone, as Django's test client does,
+    and like the branch rule of this package: never close inside ``atomic()``.
+    """
+    return [w for w in connections.all(initialized_only=True) if not w.in_atomic_block]
+
+
+def _branch_wrappers() -> list[BaseDatabaseWrapper]:
+    return [w for alias in tracked_aliases() if (w := stored_wrapper(alias)) is not None]
+
+
+def _apply(
+    close: Callable[[BaseDatabaseWrapper], None], wrappers: list[BaseDatabaseWrapper]
+) -> None:
+    """Apply ``close`` to each wrapper; log a failure and go on, never raise."""
+    for wrapper in wrappers:
         try:
             close(wrapper)
         except Exception:
             logger.warning("Closing connection %s failed.", wrapper.alias, exc_info=True)
 
 
+def _cancel_running_query(wrapper: BaseDatabaseWrapper) -> None:
+    if (
+        wrapper.connection is not None
+        and wrapper.connection.info.transaction_status == TransactionStatus.ACTIVE
+    ):
+        logger.info("Cancelling the query running on connection %s.", wrapper.alias)
+        wrapper.connection.cancel()
+
+
+class BranchDeathPenalty(UnixSignalDeathPenalty):
+    """rq's ``job_timeout`` alarm, which first cancels this thread's running queries.
+
+    rq raises ``JobTimeoutException`` from a ``SIGALRM`` handler, most often
+    while psycopg waits for a query's result. Nothing stops the query on the
+    server then: ``atomic()`` cannot roll back a busy connection, so Django
+    closes it, and the backend keeps its slot (and its locks) until the query
+    ends by itself, which for a runaway query is never.
+    """
+
+    def handle_death_penalty(self, signum: int, frame: FrameType | None) -> None:
+        _apply(
+            _cancel_running_query,
+            [*connections.all(initialized_only=True), *_branch_wrappers()],
+        )
+        super().handle_death_penalty(signum, frame)  # type: ignore[no-untyped-call]
+
+
 def _left_in_transaction(wrapper: BaseDatabaseWrapper) -> bool:
     """True if the server still has a transaction open on this connection.
 
     Django only knows about transactions it started; a job that ran a raw
-    ``BEGIN`` leaves the backend "idle in transaction", holding locks.
+    ``BEGIN`` (or was interrupted mid-query outside ``atomic()``) leaves the
+    backend "idle in transaction", holding locks. A connection inside an
+    ``atomic()`` block belongs to code that is still running (a test around
+    the worker) and is left alone.
     """
     return (
         wrapper.connection is not None
@@ -68,28 +119,20 @@ def _left_in_transaction(wrapper: BaseDatabaseWrapper) -> bool:
 
 def close_old_job_connections() -> None:
     """What a request boundary does, for Django's aliases and for branches."""
-    _close_django_connections(BaseDatabaseWrapper.close_if_unusable_or_obsolete)
+    _apply(BaseDatabaseWrapper.close_if_unusable_or_obsolete, _django_wrappers())
     close_old_branch_connections()
 
 
 def close_job_leftovers() -> None:
-    """After a job: close connections left in a transaction, then the obsolete ones."""
-    _close_django_connections(
-        lambda wrapper: wrapper.close() if _left_in_transaction(wrapper) else None
-    )
-    close_branch_connections(
-        [
-            alias
-            for alias in tracked_aliases()
-            if (wrapper := stored_wrapper(alias)) is not None and _left_in_transaction(wrapper)
-        ]
-    )
+    """After a job: close what it left inside a transaction, then the obsolete."""
+    _apply(BaseDatabaseWrapper.close, [w for w in _django_wrappers() if _left_in_transaction(w)])
+    close_branch_connections([w.alias for w in _branch_wrappers() if _left_in_transaction(w)])
     close_old_job_connections()
 
 
 def close_all_connections() -> None:
     """Close every connection of this thread, Django's and branches'."""
-    _close_django_connections(BaseDatabaseWrapper.close)
+    _apply(BaseDatabaseWrapper.close, _django_wrappers())
     close_branch_connections()
 
 
@@ -97,8 +140,10 @@ class BranchJobMixin:
     """The hooks shared by the worker classes below; mix in before an rq worker."""
 
     is_horse: bool
+    death_penalty_class: type[BaseDeathPenalty] = BranchDeathPenalty
 
     def perform_job(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> bool:
+        # ``*args``: rq 3 passes ``execution``; pass through whatever rq passes.
         close_old_job_connections()
         try:
             performed: bool = super().perform_job(job, queue, *args, **kwargs)  # type: ignore[misc]
@@ -110,8 +155,10 @@ class BranchJobMixin:
         return performed
 
     def teardown(self) -> None:
-        super().teardown()  # type: ignore[misc]
-        close_all_connections()
+        try:
+            super().teardown()  # type: ignore[misc]
+        finally:
+            close_all_connections()
 
 
 class BranchSimpleWorker(BranchJobMixin, SimpleWorker):
@@ -129,8 +176,10 @@ class BranchWorker(BranchJobMixin, Worker):
 class BranchSpawnWorker(BranchWorker, SpawnWorker):
     """``rq.SpawnWorker`` (a fresh interpreter per job) with connection hygiene.
 
-    The job process is a new interpreter that imports this class but not
-    ``manage.py``: it sets Django up before running the job.
+    rq starts the job process with ``python -c``: it unpickles this class and
+    calls :meth:`main_work_horse`, but never runs ``manage.py``, so Django
+    is set up here (from ``DJANGO_SETTINGS_MODULE``, which ``manage.py`` and
+    ``--settings`` put in the environment the job process inherits).
     """
 
     def main_work_horse(self, job: Job, queue: Queue) -> None:

@@ -31,5 +31,10 @@ class BranchBackends:
                 raise AssertionError(f"branch backends {current} != expected {sorted(expected)}")
             time.sleep(0.01)
 
+    def reconnect(self) -> None:
+        """A new monitoring connection, after the server restarted."""
+        self.monitor.close()
+        self.monitor = self.server.connect()
+
     def close(self) -> None:
         self.monitor.close()

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.db import connections
+from rq import Queue
 
 from branching_ops.databases import BranchDatabases
 from branching_ops.testing.postgres import PostgresServer
@@ -46,6 +47,15 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
+@pytest.fixture
+def queue(redis_server: RedisServer) -> Iterator[Queue]:
+    """The ``default`` RQ queue on an empty Redis database."""
+    client = redis_server.client()
+    client.flushdb()
+    yield Queue("default", connection=client)
+    client.close()
+
+
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(postgres: PostgresServer) -> None:
     # settings.DATABASES is the very dict Django's connections read, so the
@@ -59,6 +69,17 @@ def branch_backends(postgres: PostgresServer, transactional_db: None) -> Iterato
     backends = BranchBackends(postgres, connections["default"].settings_dict["NAME"])
     yield backends
     backends.close()
+
+
+@pytest.fixture
+def conn_max_age(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
+    """Set CONN_MAX_AGE of ``default`` (and so of branches created from now on)."""
+
+    def set_age(seconds: int) -> None:
+        monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", seconds)
+        connections["default"].close()  # reconnects with the new age
+
+    return set_age
 
 
 @pytest.fixture

@@ -37,4 +37,9 @@ HOSTILE_NAMES = [
     "1abc",
     "9",
     "a" * 64,
+    "a\rb",
+    "a|b",
+    "a%2fb",  # decoded once by the server: must not be decoded again
+    "\u0430",  # Cyrillic a
+    "a\u200bb",  # zero-width space
 ]

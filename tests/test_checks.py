@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from io import StringIO
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.core.checks import Error
 from django.core.checks import Warning
 from django.core.management import call_command
@@ -12,10 +16,15 @@ from django.test import override_settings
 
 from branching_ops.checks import check_connection_lifetime
 from branching_ops.checks import check_databases
+from branching_ops.checks import check_default_database
+from branching_ops.checks import check_installed
 from branching_ops.checks import check_known_settings
 from branching_ops.checks import check_settings
 from branching_ops.conf import DEFAULTS
 from branching_ops.databases import BranchDatabases
+from tests.servers import ROOT
+
+pytestmark = pytest.mark.filterwarnings("ignore:Overriding setting DATABASES:UserWarning")
 
 
 def test_postgresql_default_passes() -> None:
@@ -49,9 +58,9 @@ def test_e002_invalid_search_path_tail() -> None:
         assert [e.id for e in check_settings(None)] == ["branching_ops.E002"]
 
 
-def configured_default(**settings: Any) -> BranchDatabases:
+def configured_default(**overrides: Any) -> BranchDatabases:
     return BranchDatabases(
-        {"default": {"ENGINE": "django.db.backends.postgresql", "NAME": "app", **settings}}
+        {"default": {"ENGINE": "django.db.backends.postgresql", "NAME": "app", **overrides}}
     )
 
 
@@ -145,3 +154,94 @@ def test_checks_run_with_the_check_command() -> None:
 
     assert "branching_ops.E011" in str(excinfo.value)
     assert "branching_ops.W010" in str(excinfo.value)
+
+
+# Project misconfigurations (E030 and up).
+
+APPS_WITHOUT_US = [app for app in settings.INSTALLED_APPS if app != "branching_ops"]
+DUMMY = {"ENGINE": "django.db.backends.dummy"}
+
+
+def test_default_database_present_passes() -> None:
+    assert check_default_database(None) == []
+    assert check_installed(None) == []
+
+
+@pytest.mark.parametrize(
+    "databases", [BranchDatabases({}), BranchDatabases({"default": dict(DUMMY)})]
+)
+def test_e030_no_default_database(databases: BranchDatabases) -> None:
+    with override_settings(DATABASES=databases):
+        assert check_default_database(None) == [
+            Error(
+                "BranchDatabases has no 'default' database: every branch is derived from it.",
+                hint="Pass the project's PostgreSQL database as 'default': "
+                "BranchDatabases({'default': {'ENGINE': 'django.db.backends.postgresql', ...}}).",
+                id="branching_ops.E030",
+            )
+        ]
+        assert check_databases(None) == []  # reported once, as E030
+
+
+def test_e030_leaves_plain_dict_databases_alone() -> None:
+    with override_settings(DATABASES={"default": dict(DUMMY)}):
+        assert check_default_database(None) == []
+
+
+def test_e031_app_not_installed_with_branch_databases() -> None:
+    with override_settings(INSTALLED_APPS=APPS_WITHOUT_US):
+        assert check_installed(None) == [
+            Error(
+                "'branching_ops' is not in INSTALLED_APPS, but DATABASES is a BranchDatabases.",
+                hint="Add 'branching_ops' to INSTALLED_APPS: without it no request boundary "
+                "closes branch connections, and its checks and commands are missing.",
+                id="branching_ops.E031",
+            )
+        ]
+
+
+def test_e031_app_not_installed_with_branch_worker() -> None:
+    worker = "branching_ops.workers.BranchSimpleWorker"
+    with override_settings(
+        INSTALLED_APPS=APPS_WITHOUT_US,
+        DATABASES={"default": settings.DATABASES["default"]},
+        RQ={"WORKER_CLASS": worker},
+    ):
+        [error] = check_installed(None)
+    assert error.id == "branching_ops.E031"
+    assert error.msg == (
+        f"'branching_ops' is not in INSTALLED_APPS, but RQ['WORKER_CLASS'] is {worker!r}."
+    )
+
+
+def test_e031_not_raised_for_projects_that_do_not_use_us() -> None:
+    with override_settings(
+        INSTALLED_APPS=APPS_WITHOUT_US,
+        DATABASES={"default": settings.DATABASES["default"]},
+        RQ={"WORKER_CLASS": "rq.worker.SimpleWorker"},
+    ):
+        assert check_installed(None) == []
+
+
+@pytest.mark.parametrize(
+    ("misconfiguration", "expected"),
+    [
+        ("app-not-installed", "(branching_ops.E031) 'branching_ops' is not in INSTALLED_APPS"),
+        ("empty-databases", "(branching_ops.E030) BranchDatabases has no 'default' database"),
+        # Django itself refuses this one at start-up, before any check can run.
+        ("no-default", "ImproperlyConfigured: You must define a 'default' database."),
+    ],
+)
+def test_manage_py_check_reports_misconfiguration(misconfiguration: str, expected: str) -> None:
+    """Through Django's whole start-up, even without the app's ready()."""
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--settings", "tests.project.misconfigured"],
+        cwd=ROOT,
+        env={**os.environ, "BRANCHING_OPS_TEST_MISCONFIGURATION": misconfiguration},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert result.returncode == 1
+    assert expected in result.stderr

@@ -39,17 +39,6 @@ def receivers_disconnected() -> Iterator[None]:
         )
 
 
-@pytest.fixture
-def conn_max_age(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
-    """Set CONN_MAX_AGE of ``default`` (and so of branches created from now on)."""
-
-    def set_age(seconds: int) -> None:
-        monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", seconds)
-        connections["default"].close()  # reconnects with the new age
-
-    return set_age
-
-
 def test_sequential_branches_leave_no_backend(branch_backends: BranchBackends) -> None:
     for i in range(100):
         assert get(f"/branch/seq_{i}/") == (200, f"seq_{i},public")

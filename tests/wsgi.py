@@ -14,8 +14,12 @@ from django.core.handlers.wsgi import WSGIHandler
 _handler: Any = WSGIHandler()  # typed loosely: wsgiref's StartResponse is 3.11+
 
 
-def get(path: str) -> tuple[int, str]:
-    """GET ``path`` through the WSGI handler; return status code and body."""
+def start(path: str) -> tuple[int, Any]:
+    """Run the view of ``path``; return the status code and the unread response.
+
+    Reading the body and closing the response (which sends
+    ``request_finished``) are left to the caller, as a server does them.
+    """
     environ: dict[str, Any] = {"PATH_INFO": path}
     setup_testing_defaults(environ)
     status: list[str] = []
@@ -24,8 +28,14 @@ def get(path: str) -> tuple[int, str]:
         status.append(status_line)
 
     response = _handler(environ, start_response)
+    return int(status[0].split()[0]), response
+
+
+def get(path: str) -> tuple[int, str]:
+    """GET ``path`` through the WSGI handler; return status code and body."""
+    status, response = start(path)
     try:
         body = b"".join(response)
     finally:
         response.close()  # sends request_finished
-    return int(status[0].split()[0]), body.decode()
+    return status, body.decode()

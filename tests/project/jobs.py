@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import time
+from typing import Any
 
 from django.db import connections
 from django.db import transaction
+from redis import Redis
+from rq import get_current_job
+from rq.job import Job
 
 from branching_ops.routers import activate_branch
+from branching_ops.tracking import tracked_aliases
 from tests.testapp.models import Note
 
 
@@ -24,30 +30,40 @@ def fail_on_branch(name: str) -> None:
     raise ValueError(f"job on {name} failed on purpose")
 
 
-def sleep_in_transaction(name: str, seconds: float) -> None:
-    """Hold a transaction on the branch open longer than the job may run."""
+def query_in_transaction(name: str, seconds: float) -> None:
+    """A query inside a transaction that outlives the job's ``job_timeout``.
+
+    The timeout interrupts it while psycopg waits for the result: the
+    connection is left busy, inside the transaction, the query running.
+    """
     with transaction.atomic(using=f"schema_{name}"):
         touch_branch(name)
-        time.sleep(seconds)
+        with connections[f"schema_{name}"].cursor() as cursor:
+            cursor.execute("SELECT pg_sleep(%s)", [seconds])
 
 
-def leave_transaction_open(name: str) -> None:
+def default_query_in_transaction(seconds: float) -> None:
+    """The same on Django's own ``default`` connection."""
+    with transaction.atomic(), connections["default"].cursor() as cursor:
+        cursor.execute("SELECT pg_sleep(%s)", [seconds])
+
+
+def leave_transaction_open(name: str) -> int:
     """A raw BEGIN Django knows nothing about: the backend stays idle in transaction."""
     with connections[f"schema_{name}"].cursor() as cursor:
         cursor.execute("BEGIN")
-        cursor.execute("SELECT 1")
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    return int(pid)
 
 
-def idle_in_transaction_backends() -> int:
-    """How many backends of this database sit idle in a transaction right now."""
-    with connections["default"].cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() "
-            "AND state IN ('idle in transaction', 'idle in transaction (aborted)')"
-        )
-        (count,) = cursor.fetchone()
-    return int(count)
+def query_reporting_pid(name: str, seconds: float) -> None:
+    """Publish this process's pid in Redis, then run a long query on the branch."""
+    job = get_current_job()
+    assert job is not None
+    job.connection.set(f"pid:{job.id}", os.getpid())
+    with connections[f"schema_{name}"].cursor() as cursor:
+        cursor.execute("SELECT pg_sleep(%s)", [seconds])
 
 
 def wait(seconds: float) -> None:
@@ -58,3 +74,20 @@ def count_notes(name: str) -> int:
     """The ORM on a branch: needs Django's app registry in the job process."""
     with activate_branch(name):
         return Note.objects.count()
+
+
+def on_success_query(
+    job: Job, connection: Redis[bytes], result: Any, *args: Any, **kwargs: Any
+) -> None:
+    """Query the job's branch from its success callback; record the backend pid."""
+    connection.set(f"callback:{job.id}", touch_branch(job.args[0]))
+
+
+def on_failure_query(job: Job, connection: Redis[bytes], *exc_info: Any, **kwargs: Any) -> None:
+    """Query the job's branch from its failure callback; record the backend pid."""
+    connection.set(f"callback:{job.id}", touch_branch(job.args[0]))
+
+
+def open_branches() -> list[str]:
+    """The branch aliases with an open connection in this thread (in-process workers)."""
+    return [alias for alias in tracked_aliases() if connections[alias].connection is not None]

@@ -34,6 +34,7 @@ DATABASES = BranchDatabases(
             "NAME": os.environ.get("BRANCHING_OPS_TEST_DBNAME", "branching_ops"),
             "TEST": {"NAME": "branching_ops_test"},
             "CONN_MAX_AGE": int(os.environ.get("BRANCHING_OPS_TEST_CONN_MAX_AGE", "0")),
+            "CONN_HEALTH_CHECKS": os.environ.get("BRANCHING_OPS_TEST_CONN_HEALTH_CHECKS") == "1",
         }
     }
 )
@@ -42,3 +43,5 @@ DATABASE_ROUTERS = ["branching_ops.routers.BranchRouter"]
 RQ_QUEUES = {
     "default": {"URL": os.environ.get("BRANCHING_OPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")},
 }
+# What `rqworker` runs without --worker-class; the tests pass another class explicitly.
+RQ = {"WORKER_CLASS": "branching_ops.workers.BranchWorker"}

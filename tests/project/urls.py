@@ -9,4 +9,10 @@ urlpatterns = [
     path("default/", views.default),
     path("ok/", views.ok),
     path("marker/<str:name>/", views.marker),
+    # The real-server and fault tests.
+    path("async/branch/<str:name>/", views.branch_async),
+    path("state/", views.state),
+    path("hold/<int:parties>/<str:name>/", views.hold),
+    path("count_t/<str:name>/", views.count_t),
+    path("stream/<str:name>/", views.stream_in_transaction),
 ]

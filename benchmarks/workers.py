@@ -1,0 +1,164 @@
+"""Jobs/s of this package's RQ workers against rq's own, measured in one run.
+
+    python -m benchmarks.workers [--jobs 2000] [--chunk 100] [--branches 20]
+                                 [--only {forking,in-process}]
+
+Starts a throw-away PostgreSQL and redis-server, then for each pair
+(``BranchWorker`` vs ``rq.Worker``, ``BranchSimpleWorker`` vs
+``rq.SimpleWorker``) runs ``--jobs`` trivial branch-touching jobs through
+each worker in burst mode, in this process, in chunks of ``--chunk`` jobs
+that alternate between the two workers (ABBA...), so that a busy machine
+slows both alike. It prints jobs/s over all chunks and the median of the
+per-round ratios ours/rq's (a load spike from elsewhere skews one round,
+not the median).
+
+The job opens (or reuses) a branch connection and runs one query. The
+in-process pair runs with ``CONN_MAX_AGE=60``, so that both workers reuse
+their connections and the ratio measures the per-job hooks; with
+``CONN_MAX_AGE=0`` ``BranchSimpleWorker`` reconnects for every job (as
+Django does for every request) while ``rq.SimpleWorker`` never closes
+anything, and that figure is printed too, as what correctness costs. Last,
+the cost of the hooks themselves, with one and with ``--branches`` branch
+connections held.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from dataclasses import dataclass
+
+import django
+from redis import Redis
+
+from branching_ops.testing.postgres import running_postgres
+from branching_ops.testing.redis import running_redis
+
+DBNAME = "branching_ops_bench"
+
+
+@dataclass
+class Pair:
+    label: str
+    baseline: str
+    ours: str
+    conn_max_age: int
+    target: float | None
+
+
+PAIRS = [
+    Pair("forking", "rq.Worker", "branching_ops.workers.BranchWorker", 0, 0.98),
+    Pair("in-process", "rq.SimpleWorker", "branching_ops.workers.BranchSimpleWorker", 60, 0.95),
+    Pair(
+        "in-process, CONN_MAX_AGE=0",
+        "rq.SimpleWorker",
+        "branching_ops.workers.BranchSimpleWorker",
+        0,
+        None,
+    ),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=2000, help="jobs per worker class")
+    parser.add_argument("--chunk", type=int, default=100, help="jobs per burst run")
+    parser.add_argument("--branches", type=int, default=20, help="branches the jobs cycle over")
+    parser.add_argument(
+        "--only", choices=["forking", "in-process"], help="measure one kind of worker only"
+    )
+    args = parser.parse_args()
+
+    with (
+        running_postgres(max_connections=args.branches + 20) as postgres,
+        running_redis() as redis,
+    ):
+        with postgres.connect() as setup:
+            setup.execute("CREATE ROLE app LOGIN")
+            setup.execute(f"CREATE DATABASE {DBNAME} OWNER app")
+        os.environ.update(
+            DJANGO_SETTINGS_MODULE="tests.project.settings",
+            BRANCHING_OPS_TEST_PGHOST=postgres.host,
+            BRANCHING_OPS_TEST_PGPORT=str(postgres.port),
+            BRANCHING_OPS_TEST_DBNAME=DBNAME,
+            BRANCHING_OPS_TEST_REDIS_URL=redis.url,
+        )
+        django.setup()
+        print(
+            f"{args.jobs} jobs per worker class over {args.branches} branches, "
+            f"in burst runs of {args.chunk}"
+        )
+        for pair in PAIRS:
+            if args.only and not pair.label.startswith(args.only):
+                continue
+            rates, ratio = measure(pair, redis.client(), args.jobs, args.chunk, args.branches)
+            target = f" (target >= {pair.target})" if pair.target else ""
+            print(
+                f"{pair.label:28} {pair.baseline:16} {rates[pair.baseline]:7.1f} jobs/s   "
+                f"{pair.ours.rsplit('.', 1)[1]:18} {rates[pair.ours]:7.1f} jobs/s   "
+                f"median ratio {ratio:.3f}{target}"
+            )
+        for held in (1, args.branches):
+            print(f"hooks of one job, {held:3} branch connections held: {hook_cost(held):6.1f} us")
+
+
+def measure(
+    pair: Pair, connection: Redis[bytes], jobs: int, chunk: int, branches: int
+) -> tuple[dict[str, float], float]:
+    """Jobs/s of each worker over all rounds, and the median per-round ratio."""
+    from django.conf import settings
+    from rq import Queue
+    from rq.registry import FailedJobRegistry
+    from rq.utils import import_attribute
+
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = pair.conn_max_age
+    queue = Queue("bench", connection=connection)
+    elapsed = dict.fromkeys([pair.baseline, pair.ours], 0.0)
+    ratios = []
+    for round_ in range(jobs // chunk):
+        seconds = {}
+        order = [pair.baseline, pair.ours] if round_ % 2 == 0 else [pair.ours, pair.baseline]
+        for path in order:
+            connection.flushdb()
+            for i in range(chunk):
+                queue.enqueue("tests.project.jobs.touch_branch", f"bench{i % branches}")
+            worker = import_attribute(path)([queue], connection=connection)
+            start = time.perf_counter()
+            worker.work(burst=True, logging_level="WARNING")
+            seconds[path] = time.perf_counter() - start
+            elapsed[path] += seconds[path]
+            # Every job finished: none failed, none left.
+            failed = FailedJobRegistry(queue=queue).count
+            if failed or queue.count:
+                raise SystemExit(f"{path}: {failed} jobs failed, {queue.count} left")
+        ratios.append(seconds[pair.baseline] / seconds[pair.ours])
+    rates = {path: chunk * (jobs // chunk) / total for path, total in elapsed.items()}
+    return rates, statistics.median(ratios)
+
+
+def hook_cost(held: int) -> float:
+    """Microseconds the before- and after-job hooks of BranchSimpleWorker take."""
+    from django.conf import settings
+
+    from branching_ops.workers import close_all_connections
+    from branching_ops.workers import close_job_leftovers
+    from branching_ops.workers import close_old_job_connections
+    from tests.project.jobs import touch_branch
+
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 60
+    for i in range(held):
+        touch_branch(f"bench{i}")
+    rounds = 2000
+    start = time.perf_counter()
+    for _ in range(rounds):
+        close_old_job_connections()
+        close_job_leftovers()
+    seconds = time.perf_counter() - start
+    close_all_connections()
+    return seconds / rounds * 1e6
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+"""WSGI application of the test project, for real servers (gunicorn, waitress)."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.project.settings")
+
+application = get_wsgi_application()
