@@ -189,7 +189,7 @@ def test_e030_leaves_plain_dict_databases_alone() -> None:
 
 
 def test_e031_app_not_installed_with_branch_databases() -> None:
-    with override_settings(INSTALLED_APPS=APPS_WITHOUT_US):
+    with override_settings(INSTALLED_APPS=APPS_WITHOUT_US, RQ={}):
         assert check_installed(None) == [
             Error(
                 "'branching_ops' is not in INSTALLED_APPS, but DATABASES is a BranchDatabases.",
