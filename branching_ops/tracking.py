@@ -73,14 +73,15 @@ def tracked_aliases() -> list[str]:
     return list(_tracked())
 
 
-def close_old_branch_connections(**kwargs: object) -> int:
+def close_old_branch_connections(aliases: Collection[str] | None = None, **kwargs: object) -> int:
     """Django's ``close_old_connections()``, for this thread's branch aliases.
 
     Closes connections that are unusable or past ``CONN_MAX_AGE``, never one
-    inside an atomic block. Never raises. Returns how many it closed. Accepts
-    and ignores signal arguments so it can be a signal receiver.
+    inside an atomic block; limited to ``aliases`` when given. Never raises.
+    Returns how many it closed. Accepts and ignores signal arguments so it can
+    be a signal receiver.
     """
-    return _close_tracked(BaseDatabaseWrapper.close_if_unusable_or_obsolete, "obsolete")
+    return _close_tracked(BaseDatabaseWrapper.close_if_unusable_or_obsolete, "obsolete", aliases)
 
 
 def close_branch_connections(aliases: Collection[str] | None = None) -> int:

@@ -1,0 +1,71 @@
+"""``BranchCommand``: a ``BaseCommand`` that closes the branch connections it opened.
+
+Django closes its static aliases when ``manage.py`` finishes
+(``run_from_argv`` calls ``connections.close_all()``), never branch aliases,
+and nothing at all after ``call_command()``: a command run from a shell
+session, a scheduler or a loop leaves one socket per branch it touched.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from branching_ops import tracking
+
+logger = logging.getLogger("branching_ops")
+
+
+class BranchCommand(BaseCommand):
+    """Subclass it instead of ``BaseCommand``; write ``handle()`` as usual.
+
+    On every way out of :meth:`execute` (return, ``CommandError``, any other
+    exception, ``KeyboardInterrupt``, ``SystemExit``) it closes the branch
+    connections of this thread that were opened *during* the command. A
+    branch connection the caller already held (``call_command()`` from a view,
+    a test, another command) stays as it was, and so does one still inside an
+    ``atomic()`` block.
+    """
+
+    _branch_aliases_before: frozenset[str] | None = None
+
+    def execute(self, *args: Any, **options: Any) -> str | None:
+        outer = self._branch_aliases_before
+        self._branch_aliases_before = frozenset(tracking.tracked_aliases())
+        try:
+            output: str | None = super().execute(*args, **options)
+        finally:
+            self._close_opened_branch_connections()
+            self._branch_aliases_before = outer
+        return output
+
+    def close_old_branch_connections(self) -> int:
+        """Checkpoint for long loops: the rule of a request boundary.
+
+        Closes the branch connections opened during this command that are
+        unusable or older than ``CONN_MAX_AGE`` (with the default ``0``: all
+        of them), never one inside an atomic block. Returns how many it closed.
+        """
+        return tracking.close_old_branch_connections(aliases=self._opened_branch_aliases())
+
+    def _opened_branch_aliases(self) -> list[str]:
+        before = self._branch_aliases_before or frozenset()
+        return [alias for alias in tracking.tracked_aliases() if alias not in before]
+
+    def _close_opened_branch_connections(self) -> None:
+        opened = []
+        for alias in self._opened_branch_aliases():
+            wrapper = tracking.stored_wrapper(alias)
+            if wrapper is not None and wrapper.in_atomic_block:
+                logger.warning(
+                    "Left branch connection %s open at the end of the command: "
+                    "it is inside an atomic block.",
+                    alias,
+                )
+            else:
+                opened.append(alias)
+        closed = tracking.close_branch_connections(opened)
+        if closed:
+            logger.debug("Closed %d branch connection(s) at the end of a command.", closed)
