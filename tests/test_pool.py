@@ -14,6 +14,7 @@ from django.test import override_settings
 
 import branching_ops.pools
 from tests.backends import BranchBackends
+from tests.servers import Sampler
 from tests.wsgi import get
 
 pytestmark = pytest.mark.skipif(
@@ -85,23 +86,13 @@ def test_hundred_branches_over_threads_leave_no_pool_and_no_backend(
     threads, branches = 4, 100
     assert get("/default/") == (200, "default")
     pool_threads = pool_thread_names()
-    peak = 0
-    done = threading.Event()
-
-    def watch() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, len(branch_backends()))
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
-        with ThreadPoolExecutor(threads) as executor:
-            paths = [f"/branch/pool_{i % branches}/" for i in range(2 * branches)]
-            results = list(executor.map(get, paths))
-    finally:
-        done.set()
-        watcher.join()
+    paths = [f"/branch/pool_{i % branches}/" for i in range(2 * branches)]
+    with (
+        Sampler(lambda: len(branch_backends())) as sampler,
+        ThreadPoolExecutor(threads) as executor,
+    ):
+        results = list(executor.map(get, paths))
+    peak = sampler.peak
 
     print(f"\npools: peak branch backends {peak} for {threads} threads, {branches} branches")
     assert [status for status, _ in results] == [200] * len(paths)
