@@ -1,4 +1,4 @@
-"""System checks; ids ``branching_ops.E001`` and up."""
+"""System checks; ids ``branching_ops.E001`` and up, ``branching_ops.W001`` and up."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from django.conf import settings
 from django.core.checks import CheckMessage
 from django.core.checks import Error
 from django.core.checks import Tags
+from django.core.checks import Warning
 from django.core.checks import register
 
+from branching_ops.conf import DEFAULTS
 from branching_ops.conf import conf
 from branching_ops.databases import BRANCH_NAME_RE
 from branching_ops.databases import BranchDatabases
@@ -50,6 +52,103 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
                 hint="Each name: lowercase ASCII letters, digits and underscores, "
                 "not starting with a digit, e.g. ['public'].",
                 id="branching_ops.E002",
+            )
+        ]
+    return []
+
+
+@register(Tags.compatibility)
+def check_known_settings(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    """A misspelt key would silently fall back to its default."""
+    return [
+        Warning(
+            f"BRANCHING_OPS has an unknown key {key!r}.",
+            hint=f"The keys are: {', '.join(DEFAULTS)}.",
+            id="branching_ops.W010",
+        )
+        for key in getattr(settings, "BRANCHING_OPS", {})
+        if key not in DEFAULTS
+    ]
+
+
+@register(Tags.compatibility)
+def check_connection_lifetime(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    """The cap, Django's pool and ``CONN_MAX_AGE`` of the ``default`` branches copy."""
+    errors: list[CheckMessage] = []
+    cap = conf.MAX_CONNECTIONS_PER_THREAD
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        errors.append(
+            Error(
+                f"BRANCHING_OPS['MAX_CONNECTIONS_PER_THREAD'] must be None or a positive "
+                f"integer, not {cap!r}.",
+                id="branching_ops.E011",
+            )
+        )
+        cap = None
+    databases = settings.DATABASES
+    if not isinstance(databases, BranchDatabases) or "default" not in databases:
+        return errors
+    default = databases["default"]
+    max_age = default.get("CONN_MAX_AGE", 0)
+    pool = default.get("OPTIONS", {}).get("pool")
+    if pool and max_age != 0:
+        errors.append(
+            Error(
+                f"Django's connection pool (OPTIONS['pool']) needs CONN_MAX_AGE = 0, "
+                f"not {max_age!r}: every branch connection would fail to open.",
+                hint="Set CONN_MAX_AGE to 0 in DATABASES['default']; the pool keeps "
+                "connections between requests.",
+                id="branching_ops.E010",
+            )
+        )
+    if pool:
+        errors += _check_branch_pool_options(pool)
+    if max_age is None and cap is not None:
+        errors.append(
+            Warning(
+                f"CONN_MAX_AGE = None keeps branch connections open for the life of each "
+                f"thread: only MAX_CONNECTIONS_PER_THREAD = {cap} bounds them, so the server "
+                f"needs {cap} connections per thread of every process.",
+                hint="Set CONN_MAX_AGE to a number of seconds, or silence this check if "
+                "threads x cap fits max_connections.",
+                id="branching_ops.W011",
+            )
+        )
+    elif max_age is None:
+        errors.append(
+            Warning(
+                "CONN_MAX_AGE = None keeps branch connections open for the life of each "
+                "thread: every thread keeps one per branch it ever touched.",
+                hint="Set CONN_MAX_AGE to a number of seconds, or set "
+                "BRANCHING_OPS['MAX_CONNECTIONS_PER_THREAD'].",
+                id="branching_ops.W012",
+            )
+        )
+    return errors
+
+
+def _check_branch_pool_options(pool: object) -> list[CheckMessage]:
+    """Build (without opening) a pool from the options a branch would get."""
+    options = conf.BRANCH_POOL_OPTIONS
+    try:
+        from psycopg_pool import ConnectionPool
+
+        ConnectionPool(open=False, **{**(pool if isinstance(pool, dict) else {}), **options})
+    except ImportError:
+        return []  # Django itself reports a missing psycopg_pool at connect time.
+    except (TypeError, ValueError) as exc:
+        return [
+            Error(
+                f"A branch's connection pool cannot be built from "
+                f"BRANCHING_OPS['BRANCH_POOL_OPTIONS'] = {options!r} over "
+                f"OPTIONS['pool']: {exc}",
+                hint="Use psycopg_pool.ConnectionPool arguments, e.g. "
+                "{'min_size': 0, 'max_size': 4}.",
+                id="branching_ops.E012",
             )
         ]
     return []

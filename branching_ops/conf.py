@@ -13,6 +13,10 @@ from django.conf import settings as django_settings
 
 DEFAULTS: dict[str, Any] = {
     "SEARCH_PATH_TAIL": ["public"],
+    "MAX_CONNECTIONS_PER_THREAD": None,
+    # Each branch alias gets a psycopg pool of its own when ``default`` sets
+    # OPTIONS["pool"]: keep each one small and free of idle connections.
+    "BRANCH_POOL_OPTIONS": {"min_size": 0, "max_size": 4, "num_workers": 1},
     "SEARCH_PATH": "startup",
     "VERIFY_SEARCH_PATH": True,
 }
@@ -27,6 +31,18 @@ class Settings:
     @property
     def SEARCH_PATH_TAIL(self) -> list[str]:
         value: list[str] = self._get("SEARCH_PATH_TAIL")
+        return value
+
+    @property
+    def MAX_CONNECTIONS_PER_THREAD(self) -> int | None:
+        """The most branch connections one thread keeps open; ``None``: no cap."""
+        value: int | None = self._get("MAX_CONNECTIONS_PER_THREAD")
+        return value
+
+    @property
+    def BRANCH_POOL_OPTIONS(self) -> dict[str, Any]:
+        """psycopg ``ConnectionPool`` arguments for branch aliases, over ``default``'s."""
+        value: dict[str, Any] = self._get("BRANCH_POOL_OPTIONS")
         return value
 
     @property

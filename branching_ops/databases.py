@@ -104,7 +104,8 @@ class BranchDatabases(dict[str, dict[str, Any]]):
         and ``OPTIONS`` entry of ``default`` and adds only the branch's
         ``search_path`` (as a startup option or, in ``"session"`` mode, for the
         backend to ``SET``), an ``application_name`` that names the branch, and
-        the ``ENGINE`` that delivers and checks the ``search_path``.
+        the ``ENGINE`` that delivers and checks the ``search_path``; a ``pool``
+        option gets ``BRANCHING_OPS["BRANCH_POOL_OPTIONS"]`` over it.
         """
         default = super().__getitem__("default")
         options = dict(default.get("OPTIONS", {}))
@@ -117,6 +118,12 @@ class BranchDatabases(dict[str, dict[str, Any]]):
         options["application_name"] = branch_application_name(
             name, options.get("application_name")
         )
+        if pool := options.get("pool"):
+            # Django keeps a pool per alias: branch pools get their own, small options.
+            options["pool"] = {
+                **(pool if isinstance(pool, dict) else {}),
+                **conf.BRANCH_POOL_OPTIONS,
+            }
         # Read by the branch backend, which delivers and checks the path.
         options["search_path"] = search_path
         options["set_search_path"] = not at_startup

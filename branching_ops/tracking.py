@@ -9,6 +9,13 @@ The storage is ``Local(thread_critical=True)``, exactly like
 ``django.db.connections``: a tracked alias always names a connection that
 the current thread owns. A context-local tracker leaks under ASGI, where the
 same context can move between threads.
+
+With ``MAX_CONNECTIONS_PER_THREAD`` set, a thread's tracked aliases are kept
+in least-recently-used order: an alias moves to the end when its wrapper is
+created, when it connects, and (through an execute wrapper installed at
+connect time, only while a cap is set) at every query. Before a new branch
+wrapper is created, the least recently used idle connections are closed so
+that opening it stays within the cap.
 """
 
 from __future__ import annotations
@@ -16,11 +23,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from collections.abc import Collection
+from typing import Any
 
 from asgiref.local import Local
 from django.db import connections
 from django.db.backends.base.base import RAN_DB_VERSION_CHECK
 from django.db.backends.base.base import BaseDatabaseWrapper
+
+from branching_ops import pools
+from branching_ops.conf import conf
+from branching_ops.signals import branch_connection_closed
 
 logger = logging.getLogger("branching_ops")
 
@@ -28,7 +40,7 @@ _state = Local(thread_critical=True)
 
 
 def _tracked() -> dict[str, None]:
-    """This thread's tracked aliases, least recently tracked first."""
+    """This thread's tracked aliases, least recently used first."""
     try:
         aliases: dict[str, None] = _state.aliases
     except AttributeError:
@@ -42,15 +54,23 @@ def track(alias: str) -> None:
     Call it when a connection wrapper for ``alias`` is created on this thread:
     :class:`~branching_ops.databases.BranchDatabases` does so from
     ``__getitem__``; a project with its own dynamic ``DATABASES`` mapping
-    calls it from its own ``__getitem__``.
+    calls it from its own ``__getitem__``. This is the moment before the new
+    wrapper can connect, so it is where the cap makes room.
     """
     aliases = _tracked()
-    aliases.pop(alias, None)
+    if alias in aliases:
+        aliases[alias] = aliases.pop(alias)
+        return
+    cap = conf.MAX_CONNECTIONS_PER_THREAD
+    if cap is not None:
+        _make_room(aliases, cap - 1)
     aliases[alias] = None
+    pools.retain(alias)
+    logger.debug("Tracking branch connection %s.", alias)
 
 
 def tracked_aliases() -> list[str]:
-    """The branch aliases tracked on this thread, least recently tracked first."""
+    """The branch aliases tracked on this thread, least recently used first."""
     return list(_tracked())
 
 
@@ -84,6 +104,83 @@ def stored_wrapper(alias: str) -> BaseDatabaseWrapper | None:
     return wrapper
 
 
+def on_connection_created(
+    sender: object, connection: BaseDatabaseWrapper, **kwargs: object
+) -> None:
+    """Receiver of Django's ``connection_created``: a tracked branch connected.
+
+    Marks it most recently used and, with a cap, installs the per-query use
+    recorder. A wrapper that reconnects after someone else closed it did not
+    pass through :func:`track`; make room after the fact for it.
+    """
+    aliases = _tracked()
+    alias = connection.alias
+    if alias not in aliases:
+        return
+    aliases[alias] = aliases.pop(alias)
+    logger.debug("Opened branch connection %s.", alias)
+    cap = conf.MAX_CONNECTIONS_PER_THREAD
+    if cap is None:
+        return
+    if not any(isinstance(w, _UseRecorder) for w in connection.execute_wrappers):
+        connection.execute_wrappers.append(_UseRecorder(aliases, alias))
+    _make_room(aliases, cap - 1, keep=alias)
+
+
+class _UseRecorder:
+    """An execute wrapper: each query moves its alias to the most recent end.
+
+    It holds the owning thread's order itself: a wrapper is only ever used on
+    the thread that created it, and a thread-local lookup per query would
+    cost more than the move.
+    """
+
+    __slots__ = ("alias", "order")
+
+    def __init__(self, order: dict[str, None], alias: str) -> None:
+        self.order = order
+        self.alias = alias
+
+    def __call__(
+        self, execute: Callable[..., Any], sql: Any, params: Any, many: bool, context: Any
+    ) -> Any:
+        if self.alias in self.order:
+            self.order[self.alias] = self.order.pop(self.alias)
+        return execute(sql, params, many, context)
+
+
+def _make_room(aliases: dict[str, None], limit: int, keep: str | None = None) -> None:
+    """Close least recently used idle connections until at most ``limit`` are open.
+
+    ``keep`` is never closed. A connection inside ``atomic()`` is busy: when
+    only busy ones are left the thread goes over the cap, with one warning
+    until it is back within it.
+    """
+    open_aliases = []
+    for alias in aliases:
+        wrapper = stored_wrapper(alias)
+        if alias != keep and wrapper is not None and wrapper.connection is not None:
+            open_aliases.append((alias, wrapper))
+    excess = len(open_aliases) - limit
+    for alias, wrapper in open_aliases:
+        if excess <= 0:
+            break
+        if not wrapper.in_atomic_block and _close(
+            aliases, alias, wrapper, BaseDatabaseWrapper.close, "cap"
+        ):
+            excess -= 1
+    if excess <= 0:
+        _state.over_cap_warned = False
+    elif not getattr(_state, "over_cap_warned", False):
+        _state.over_cap_warned = True
+        logger.warning(
+            "Went over MAX_CONNECTIONS_PER_THREAD=%d: the %d open branch connections "
+            "of this thread are all inside atomic blocks.",
+            conf.MAX_CONNECTIONS_PER_THREAD,
+            len(open_aliases) + (keep is not None),
+        )
+
+
 def _close_tracked(
     close: Callable[[BaseDatabaseWrapper], None],
     reason: str,
@@ -95,25 +192,53 @@ def _close_tracked(
         wrapper = stored_wrapper(alias)
         if wrapper is None:
             # Dropped by someone else (``del connections[alias]``): nothing to close.
-            del aliases[alias]
+            _untrack(aliases, alias, None, "dropped")
             continue
-        was_open = wrapper.connection is not None
-        if was_open and reason == "obsolete" and wrapper.in_atomic_block:
+        if wrapper.connection is not None and reason == "obsolete" and wrapper.in_atomic_block:
             logger.info("Kept branch connection %s open: it is inside an atomic block.", alias)
             continue
-        try:
-            close(wrapper)
-        except Exception:
-            logger.warning("Closing branch connection %s failed.", alias, exc_info=True)
-        if wrapper.connection is None:
-            # Closed (or never opened): forget the wrapper, so memory follows
-            # the branches a thread has open, not every branch it ever saw.
-            del aliases[alias]
-            del connections[alias]
-            # Django remembers, per process, every alias whose server version
-            # it checked; forget this one too (checked again if it reconnects).
-            RAN_DB_VERSION_CHECK.discard(alias)
-            if was_open:
-                closed += 1
-                logger.debug("Closed branch connection %s (%s).", alias, reason)
+        closed += _close(aliases, alias, wrapper, close, reason)
     return closed
+
+
+def _close(
+    aliases: dict[str, None],
+    alias: str,
+    wrapper: BaseDatabaseWrapper,
+    close: Callable[[BaseDatabaseWrapper], None],
+    reason: str,
+) -> bool:
+    """Apply ``close``; untrack the alias if that left it closed. Never raises.
+
+    Returns whether an open connection was closed.
+    """
+    was_open = wrapper.connection is not None
+    try:
+        close(wrapper)
+    except Exception:
+        logger.warning("Closing branch connection %s failed.", alias, exc_info=True)
+    if wrapper.connection is not None:
+        return False
+    if was_open:
+        logger.debug("Closed branch connection %s (%s).", alias, reason)
+    # Closed (or never opened): forget the wrapper, so memory follows the
+    # branches a thread has open, not every branch it ever saw.
+    _untrack(aliases, alias, wrapper, reason)
+    if was_open:
+        # A failing receiver (a metrics exporter) must not stop cleanup;
+        # Django logs its exception to the "django.dispatch" logger.
+        branch_connection_closed.send_robust(sender=type(wrapper), alias=alias, reason=reason)
+    return was_open
+
+
+def _untrack(
+    aliases: dict[str, None], alias: str, wrapper: BaseDatabaseWrapper | None, reason: str
+) -> None:
+    del aliases[alias]
+    if wrapper is not None:
+        del connections[alias]
+    # Django remembers, per process, every alias whose server version it
+    # checked; forget this one too (checked again if it reconnects).
+    RAN_DB_VERSION_CHECK.discard(alias)
+    pools.release(alias, wrapper)
+    logger.debug("Untracked branch connection %s (%s).", alias, reason)

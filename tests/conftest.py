@@ -18,6 +18,8 @@ from branching_ops.testing.redis import running_redis
 from branching_ops.tracking import close_branch_connections
 from tests.backends import BranchBackends
 
+pytest_plugins = ["pytester"]
+
 # Low on purpose: a leak runs into "too many clients" quickly.
 MAX_CONNECTIONS = 40
 APP_ROLE = "app"

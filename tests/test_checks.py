@@ -3,16 +3,24 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from io import StringIO
+from typing import Any
 
 import pytest
 from django.conf import settings
 from django.core.checks import Error
+from django.core.checks import Warning
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
+from branching_ops.checks import check_connection_lifetime
 from branching_ops.checks import check_databases
 from branching_ops.checks import check_default_database
 from branching_ops.checks import check_installed
+from branching_ops.checks import check_known_settings
 from branching_ops.checks import check_settings
+from branching_ops.conf import DEFAULTS
 from branching_ops.databases import BranchDatabases
 from tests.servers import ROOT
 
@@ -48,6 +56,104 @@ def test_e002_invalid_search_path_tail() -> None:
         assert [e.id for e in check_settings(None)] == ["branching_ops.E002"]
     with override_settings(BRANCHING_OPS={"SEARCH_PATH_TAIL": "public"}):
         assert [e.id for e in check_settings(None)] == ["branching_ops.E002"]
+
+
+def configured_default(**overrides: Any) -> BranchDatabases:
+    return BranchDatabases(
+        {"default": {"ENGINE": "django.db.backends.postgresql", "NAME": "app", **overrides}}
+    )
+
+
+def test_w010_unknown_setting() -> None:
+    with override_settings(BRANCHING_OPS={"MAX_CONNECTION_PER_THREAD": 3}):
+        assert check_known_settings(None) == [
+            Warning(
+                "BRANCHING_OPS has an unknown key 'MAX_CONNECTION_PER_THREAD'.",
+                hint="The keys are: " + ", ".join(DEFAULTS) + ".",
+                id="branching_ops.W010",
+            )
+        ]
+    assert check_known_settings(None) == []
+
+
+@pytest.mark.parametrize("cap", [0, -1, 2.5, "3", True])
+def test_e011_invalid_cap(cap: object) -> None:
+    with override_settings(BRANCHING_OPS={"MAX_CONNECTIONS_PER_THREAD": cap}):
+        assert [e.id for e in check_connection_lifetime(None)] == ["branching_ops.E011"]
+
+
+def test_valid_cap_and_lifetime_pass() -> None:
+    with override_settings(
+        DATABASES=configured_default(CONN_MAX_AGE=60),
+        BRANCHING_OPS={"MAX_CONNECTIONS_PER_THREAD": 3},
+    ):
+        assert check_connection_lifetime(None) == []
+
+
+def test_e010_pool_with_persistent_connections() -> None:
+    databases = configured_default(CONN_MAX_AGE=60, OPTIONS={"pool": True})
+    with override_settings(DATABASES=databases):
+        errors = check_connection_lifetime(None)
+
+    assert [e.id for e in errors] == ["branching_ops.E010"]
+    assert errors[0].msg == (
+        "Django's connection pool (OPTIONS['pool']) needs CONN_MAX_AGE = 0, not 60: "
+        "every branch connection would fail to open."
+    )
+
+
+def test_pool_with_conn_max_age_zero_passes() -> None:
+    databases = configured_default(CONN_MAX_AGE=0, OPTIONS={"pool": {"timeout": 5}})
+    with override_settings(DATABASES=databases):
+        assert check_connection_lifetime(None) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        ({"min_size": 0}, "max_size"),  # psycopg_pool's own wording follows
+        ({"min_size": 5, "max_size": 2}, "max_size"),
+        ({"max_sise": 4}, "'max_sise'"),
+    ],
+)
+def test_e012_invalid_branch_pool_options(options: dict[str, Any], reason: str) -> None:
+    databases = configured_default(CONN_MAX_AGE=0, OPTIONS={"pool": True})
+    with override_settings(DATABASES=databases, BRANCHING_OPS={"BRANCH_POOL_OPTIONS": options}):
+        errors = check_connection_lifetime(None)
+
+    assert [e.id for e in errors] == ["branching_ops.E012"]
+    assert reason in errors[0].msg
+
+
+def test_w011_persistent_connections_with_a_cap() -> None:
+    with override_settings(
+        DATABASES=configured_default(CONN_MAX_AGE=None),
+        BRANCHING_OPS={"MAX_CONNECTIONS_PER_THREAD": 3},
+    ):
+        errors = check_connection_lifetime(None)
+
+    assert [e.id for e in errors] == ["branching_ops.W011"]
+    assert "only MAX_CONNECTIONS_PER_THREAD = 3 bounds them" in errors[0].msg
+
+
+def test_w012_persistent_connections_without_a_cap() -> None:
+    with override_settings(DATABASES=configured_default(CONN_MAX_AGE=None)):
+        errors = check_connection_lifetime(None)
+
+    assert [e.id for e in errors] == ["branching_ops.W012"]
+    assert "every thread keeps one per branch it ever touched" in errors[0].msg
+
+
+def test_checks_run_with_the_check_command() -> None:
+    out = StringIO()
+    with (
+        override_settings(BRANCHING_OPS={"MAX_CONNECTIONS_PER_THREAD": 0, "TYPO": 1}),
+        pytest.raises(SystemCheckError) as excinfo,
+    ):
+        call_command("check", stdout=out, stderr=out)
+
+    assert "branching_ops.E011" in str(excinfo.value)
+    assert "branching_ops.W010" in str(excinfo.value)
 
 
 # Project misconfigurations (E030 and up).

@@ -167,3 +167,20 @@ def test_unknown_static_alias_keeps_djangos_message() -> None:
 )
 def test_branch_from_application_name(application_name: str, branch: str | None) -> None:
     assert branch_from_application_name(application_name) == branch
+
+
+@pytest.mark.parametrize(
+    ("pool", "branch_pool"),
+    [
+        (True, {"min_size": 0, "max_size": 4, "num_workers": 1}),
+        (
+            {"min_size": 8, "max_size": 16, "timeout": 10},
+            {"min_size": 0, "max_size": 4, "num_workers": 1, "timeout": 10},
+        ),
+    ],
+)
+def test_branch_pool_options_go_over_defaults(pool: object, branch_pool: dict[str, Any]) -> None:
+    databases = configured({"ENGINE": "django.db.backends.postgresql", "OPTIONS": {"pool": pool}})
+
+    assert databases["schema_b"]["OPTIONS"]["pool"] == branch_pool
+    assert databases["default"]["OPTIONS"]["pool"] == pool

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from branching_ops.tracking import close_old_branch_connections
 from branching_ops.tracking import stored_wrapper
 from branching_ops.tracking import tracked_aliases
 from tests.backends import BranchBackends
+from tests.servers import Sampler
 from tests.wsgi import get
 
 
@@ -91,23 +91,10 @@ def test_thread_pool_never_runs_out_of_slots(
 ) -> None:
     threads, branches = 8, 200
     assert postgres.max_connections < threads * branches
-    peak = 0
-    done = threading.Event()
-
-    def watch() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, len(branch_backends()))
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
-        with ThreadPoolExecutor(threads) as pool:
-            paths = [f"/branch/pool_{i % branches}/" for i in range(2 * branches)]
-            results = list(pool.map(get, paths))
-    finally:
-        done.set()
-        watcher.join()
+    paths = [f"/branch/pool_{i % branches}/" for i in range(2 * branches)]
+    with Sampler(lambda: len(branch_backends())) as sampler, ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(get, paths))
+    peak = sampler.peak
 
     print(f"\nthread pool: peak branch backends {peak} for {threads} threads")
     assert [status for status, _ in results] == [200] * len(paths)
