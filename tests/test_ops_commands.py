@@ -686,12 +686,17 @@ def server_footprint(postgres: PostgresServer, instruments: set[int]) -> tuple[i
     """
     with postgres.connect() as monitor:
         instruments = {*instruments, monitor.info.backend_pid}
-        rows = monitor.execute(
-            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend'"
-        ).fetchall()
-        clients = [pid for (pid,) in rows if pid not in instruments]
+        rows = monitor.execute("SELECT pid, backend_type FROM pg_stat_activity").fetchall()
+        clients = [
+            pid for pid, kind in rows if kind == "client backend" and pid not in instruments
+        ]
+        # An autovacuum worker comes and goes on the server's own schedule
+        # (the cycles churn the catalogs): it is not memory the cycles kept.
+        transient = {pid for pid, kind in rows if kind == "autovacuum worker"}
         memory = sum(
-            private_kib(pid) for pid in server_processes(postgres) if pid not in instruments
+            private_kib(pid)
+            for pid in server_processes(postgres)
+            if pid not in instruments and pid not in transient
         )
     return len(clients), memory
 
