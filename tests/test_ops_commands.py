@@ -23,6 +23,7 @@ from psycopg import sql
 
 from branching_ops.management.base import BranchCommand
 from branching_ops.routers import activate_branch
+from branching_ops.testing._process import free_port
 from branching_ops.testing._process import wait_until
 from branching_ops.testing.postgres import PostgresServer
 from branching_ops.tracking import tracked_aliases
@@ -820,3 +821,35 @@ def test_other_roles_backends_are_listed_with_what_is_visible(
     ]
     assert data["branches"][0]["oldest_seconds"] is None
     assert data["branches"][0]["clients"] == []
+
+
+# -- a server that cannot be reached -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "options"),
+    [
+        (["branch_connections"], {}),
+        (["branch_terminate"], {"yes": True}),
+        (["branch_create", "down_a"], {}),
+        (["branch_drop", "down_a"], {"interactive": False}),
+    ],
+)
+def test_server_down_is_a_command_error(
+    postgres: PostgresServer, dbname: str, command: list[str], options: dict[str, Any]
+) -> None:
+    default = connections["default"]
+    default.close()
+    port = default.settings_dict["PORT"]
+    default.settings_dict["PORT"] = str(free_port())  # nothing listens there
+    try:
+        with pytest.raises(CommandError) as excinfo:
+            run(*command, **options)
+    finally:
+        default.close()
+        default.settings_dict["PORT"] = port
+    assert str(excinfo.value).startswith(
+        "Cannot connect to database 'default'; nothing was changed. connection failed: "
+    )
+    assert tracked_aliases() == []
+    assert schemas(postgres, dbname) == ["public"]

@@ -21,6 +21,7 @@ from django.core.management.base import CommandError
 from django.core.management.base import CommandParser
 from django.db import DEFAULT_DB_ALIAS
 from django.db import DatabaseError
+from django.db import OperationalError
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils.connection import ConnectionDoesNotExist
@@ -46,11 +47,24 @@ def add_database_argument(parser: CommandParser) -> None:
 
 
 def database_connection(alias: str) -> BaseDatabaseWrapper:
-    """The connection wrapper of ``alias``; ``CommandError`` for an unknown one."""
+    """The connected wrapper of ``alias``.
+
+    ``CommandError`` (exit status 1, no traceback) for an unknown alias or a
+    server that cannot be reached: an operator's mistake or an outage, not a
+    bug, and nothing has been done yet.
+    """
     try:
-        return connections[alias]
+        connection = connections[alias]
     except ConnectionDoesNotExist as exc:
         raise CommandError(str(exc)) from None
+    try:
+        connection.ensure_connection()
+    except OperationalError as exc:
+        said = " ".join(str(exc).split())  # libpq's message spans lines
+        raise CommandError(
+            f"Cannot connect to database {alias!r}; nothing was changed. {said}"
+        ) from exc
+    return connection
 
 
 def check_branch_name(name: str, *, argument: str = "") -> str:
