@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from branching_ops.testing._process import free_port
+from branching_ops.testing._process import stop_process
 from branching_ops.testing._process import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,13 +121,7 @@ class Server:
 
     def stop(self) -> None:
         """Graceful shutdown, as a process manager does it."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, signal.SIGTERM, timeout=20)
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ import contextlib
 import http.client
 import itertools
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,7 @@ from dataclasses import field
 from branching_ops.demo.project import MODES
 from branching_ops.demo.project import Mode
 from branching_ops.testing._process import free_port
+from branching_ops.testing._process import stop_process
 from branching_ops.testing._process import wait_until
 from branching_ops.testing.postgres import PostgresServer
 from branching_ops.testing.postgres import running_postgres
@@ -163,12 +165,7 @@ def _wsgi_server(
             wait_until(answers, timeout=60, what="the demo WSGI server to start")
             yield port, process.pid
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, signal.SIGTERM, timeout=10)
 
 
 def _get(port: int, path: str) -> tuple[int, bytes] | None:

@@ -44,6 +44,20 @@ def runnable_by(binary: str, user: str | None) -> bool:
     return True
 
 
+def stop_process(
+    process: subprocess.Popen[bytes], signal_number: int | None, *, timeout: float
+) -> None:
+    """Send ``signal_number`` (``None``: it was asked to stop some other way),
+    give the process ``timeout`` seconds to exit, then kill it."""
+    if signal_number is not None and process.poll() is None:
+        process.send_signal(signal_number)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
     """Poll ``condition`` until it is true; ``TimeoutError`` naming ``what``."""
     deadline = time.monotonic() + timeout

@@ -23,6 +23,7 @@ from pathlib import Path
 import psycopg
 
 from branching_ops.testing._process import free_port
+from branching_ops.testing._process import stop_process
 from branching_ops.testing._process import unprivileged_user
 from branching_ops.testing._process import wait_until
 
@@ -117,11 +118,7 @@ class PgBouncer:
             wait_until(lambda: not self.show("SERVERS"), timeout=10, what="PgBouncer's servers")
         with contextlib.suppress(psycopg.Error), self.admin() as console:
             console.execute("SHUTDOWN")
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, None, timeout=30)
         self.process = None
 
 

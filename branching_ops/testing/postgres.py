@@ -25,6 +25,7 @@ import psycopg
 from branching_ops.databases import APPLICATION_NAME_MARKER
 from branching_ops.testing._process import free_port
 from branching_ops.testing._process import runnable_by
+from branching_ops.testing._process import stop_process
 from branching_ops.testing._process import unprivileged_user
 from branching_ops.testing._process import wait_until
 
@@ -140,12 +141,7 @@ class PostgresServer:
         """Fast shutdown: clients are disconnected, the server exits."""
         if self.process is None:
             return
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, signal.SIGINT, timeout=30)
         self.process = None
 
     def restart(self) -> None:

@@ -20,6 +20,7 @@ import redis
 
 from branching_ops.testing._process import free_port
 from branching_ops.testing._process import runnable_by
+from branching_ops.testing._process import stop_process
 from branching_ops.testing._process import unprivileged_user
 from branching_ops.testing._process import wait_until
 
@@ -89,10 +90,5 @@ def running_redis() -> Iterator[RedisServer]:
         yield server
     finally:
         if process is not None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, signal.SIGTERM, timeout=10)
         shutil.rmtree(workdir, ignore_errors=True)
