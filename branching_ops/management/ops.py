@@ -314,10 +314,14 @@ def add_filter_arguments(parser: CommandParser) -> None:
     parser.add_argument("--json", action="store_true", help="Output JSON for machines.")
 
 
-def check_filters(
-    branch: Sequence[str], state: Sequence[str], idle_longer_than: float | None
-) -> None:
-    """Validate filters given through ``call_command()``, which skips argparse's checks."""
+def filtered_backends(
+    database: str, branch: Sequence[str], state: Sequence[str], idle_longer_than: float | None
+) -> tuple[BaseDatabaseWrapper, list[Backend]]:
+    """The connection of ``database`` and its branch backends that match the filters.
+
+    The filters of :func:`add_filter_arguments` are checked first, before any
+    connection: ``call_command()`` skips argparse's own checks.
+    """
     for name in branch:
         check_branch_name(name, argument="--branch: ")
     for value in state:
@@ -327,3 +331,8 @@ def check_filters(
             )
     if idle_longer_than is not None and idle_longer_than < 0:
         raise CommandError(f"--idle-longer-than: {idle_longer_than:g} is negative.")
+    connection = database_connection(database)
+    backends = branch_backends(
+        connection, branches=branch, states=state, idle_longer_than=idle_longer_than
+    )
+    return connection, backends

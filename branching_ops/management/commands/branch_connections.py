@@ -92,11 +92,7 @@ class Command(BranchCommand):
         verbosity: int,
         **options: Any,
     ) -> None:
-        ops.check_filters(branch, state, idle_longer_than)
-        connection = ops.database_connection(database)
-        backends = ops.branch_backends(
-            connection, branches=branch, states=state, idle_longer_than=idle_longer_than
-        )
+        connection, backends = ops.filtered_backends(database, branch, state, idle_longer_than)
         summaries = [
             BranchSummary(name, list(group))
             for name, group in groupby(backends, key=lambda backend: backend.branch)
