@@ -98,10 +98,6 @@ def use_mode(mode: Mode) -> None:
     _active = mode
 
 
-def active_mode() -> Mode:
-    return _active
-
-
 class DemoDatabases(BranchDatabases):
     """``BranchDatabases`` in ``branching_ops`` mode; else a mapping without it.
 
