@@ -13,8 +13,8 @@ from rq import get_current_job
 from rq.job import Job
 
 from branching_ops.routers import activate_branch
-from branching_ops.workers import BranchSpawnWorker
 from branching_ops.tracking import tracked_aliases
+from branching_ops.workers import BranchSpawnWorker
 from tests.testapp.models import Note
 
 
