@@ -191,7 +191,7 @@ def test_uvicorn_asgi_conn_max_age_0(
         wait_for_state(server, branch_wrappers=0, threads=before["threads"])
 
 
-@pytest.mark.slow
+# Not marked slow: CI runs slow tests on Django 6.1 only, where this does not apply.
 @pytest.mark.skipif(
     not (5, 0) <= django.VERSION[:2] < (6, 1),
     reason="Django runs an ASGI view in the handler's own context before 5.0 and again "
