@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field
 
+from branching_ops import activity
 from branching_ops.demo.project import MODES
 from branching_ops.demo.project import Mode
 from branching_ops.testing._process import free_port
@@ -106,7 +107,7 @@ class _Backends:
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def count(self) -> int:
-        return len(self.server.branch_application_names(self.monitor, self.dbname))
+        return len(activity.branch_backends(self.monitor, database=self.dbname, include_own=True))
 
     def _sample(self) -> None:
         start = time.monotonic()

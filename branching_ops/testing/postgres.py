@@ -22,7 +22,6 @@ from pathlib import Path
 
 import psycopg
 
-from branching_ops.databases import APPLICATION_NAME_MARKER
 from branching_ops.testing._process import free_port
 from branching_ops.testing._process import runnable_by
 from branching_ops.testing._process import stop_process
@@ -158,18 +157,6 @@ class PostgresServer:
         application has exhausted ``max_connections``.
         """
         return psycopg.connect(self.conninfo(dbname), autocommit=True)
-
-    def branch_application_names(
-        self, monitor: psycopg.Connection[tuple[object, ...]], dbname: str
-    ) -> list[str]:
-        """``application_name`` of every branch backend connected to ``dbname``."""
-        rows = monitor.execute(
-            "SELECT application_name FROM pg_stat_activity "
-            "WHERE datname = %s AND position(%s in application_name) > 0 "
-            "AND pid <> pg_backend_pid() ORDER BY application_name",
-            (dbname, APPLICATION_NAME_MARKER),
-        ).fetchall()
-        return [str(name) for (name,) in rows]
 
 
 @contextlib.contextmanager

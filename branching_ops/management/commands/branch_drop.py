@@ -9,7 +9,8 @@ from django.core.management.base import CommandParser
 from django.db import transaction
 from psycopg import sql
 
-from branching_ops.management import ops
+from branching_ops import activity
+from branching_ops.management import arguments
 from branching_ops.management.base import BranchCommand
 
 OWNER_SQL = """
@@ -39,7 +40,7 @@ class Command(BranchCommand):
             action="store_true",
             help="Succeed without changing anything if the branch does not exist.",
         )
-        ops.add_database_argument(parser)
+        arguments.add_database_argument(parser)
 
     def handle(
         self,
@@ -51,8 +52,8 @@ class Command(BranchCommand):
         verbosity: int,
         **options: Any,
     ) -> None:
-        ops.check_branch_schema(name)
-        connection = ops.database_connection(database)
+        arguments.check_branch_schema(name)
+        connection = arguments.database_connection(database)
         with connection.cursor() as cursor:
             cursor.execute(OWNER_SQL, [name])
             row = cursor.fetchone()
@@ -68,13 +69,13 @@ class Command(BranchCommand):
                 f"Role {connection.settings_dict['USER']!r} may not drop branch {name!r}: "
                 f"its schema belongs to {owner!r}. Nothing was changed."
             )
-        backends = ops.branch_backends(connection, branches=[name])
-        ops.check_can_terminate(connection, backends)
+        backends = activity.branch_backends(connection, branches=[name])
+        arguments.check_can_terminate(connection, backends)
         if interactive and not self.confirm(name, tables, len(backends)):
             self.stdout.write("Drop cancelled.")
             return
-        with ops.privilege_errors(), transaction.atomic(using=database):
-            terminated = ops.terminate(connection, backends)
+        with arguments.privilege_errors(), transaction.atomic(using=database):
+            terminated = activity.terminate(connection, backends)
             with connection.cursor() as cursor:
                 cursor.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
         if verbosity >= 1:
