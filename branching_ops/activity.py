@@ -3,7 +3,7 @@
 The server is the only witness of every connection, from every thread and
 process. A branch backend is recognised by the ``application_name`` that
 :class:`~branching_ops.databases.BranchDatabases` gives its connections
-(:func:`~branching_ops.databases.branch_from_application_name`): one rule for
+(:func:`~branching_ops.names.branch_from_application_name`): one rule for
 the operations commands, the leak assertions of :mod:`branching_ops.testing`,
 the demo and the test suite.
 """
@@ -20,8 +20,8 @@ from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from branching_ops import tracking
-from branching_ops.databases import APPLICATION_NAME_MARKER
-from branching_ops.databases import branch_from_application_name
+from branching_ops.names import APPLICATION_NAME_MARKER
+from branching_ops.names import branch_from_application_name
 
 IDLE_STATES = ("idle", "idle in transaction", "idle in transaction (aborted)")
 STATES = ("active", *IDLE_STATES)

@@ -22,8 +22,8 @@ from django.utils.module_loading import import_string
 
 from branching_ops.conf import DEFAULTS
 from branching_ops.conf import conf
-from branching_ops.databases import BRANCH_NAME_RE
 from branching_ops.databases import BranchDatabases
+from branching_ops.names import BRANCH_NAME_RE
 
 DUMMY_ENGINE = "django.db.backends.dummy"
 

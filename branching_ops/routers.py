@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from contextvars import Token
 from typing import Any
 
-from branching_ops.databases import branch_alias
+from branching_ops.names import branch_alias
 
 _active_alias: ContextVar[str | None] = ContextVar("branching_ops_active_alias", default=None)
 

@@ -31,7 +31,7 @@ def test_every_key_has_a_typed_property() -> None:
 @pytest.mark.parametrize("key", DEFAULTS)
 def test_default_without_the_setting(key: str) -> None:
     with override_settings():
-        del settings.BRANCHING_OPS
+        delattr(settings, "BRANCHING_OPS")
         assert getattr(conf, key) == DEFAULTS[key]
 
 

@@ -17,7 +17,7 @@ import pytest
 from django.db import connections
 from django.test import override_settings
 
-from branching_ops.databases import branch_from_application_name
+from branching_ops.names import branch_from_application_name
 from branching_ops.routers import activate_branch
 from branching_ops.search_path import SearchPathError
 from branching_ops.testing._process import wait_until

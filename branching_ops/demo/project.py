@@ -25,10 +25,10 @@ from django.http import JsonResponse
 from django.urls import re_path
 
 from branching_ops import tracking
-from branching_ops.databases import ALIAS_PREFIX
 from branching_ops.databases import BranchDatabases
-from branching_ops.databases import branch_alias
-from branching_ops.databases import branch_application_name
+from branching_ops.names import ALIAS_PREFIX
+from branching_ops.names import branch_alias
+from branching_ops.names import branch_application_name
 
 # The approach of the original fix (netbox-branching PR #364), emulated here:
 # a context-local set of every branch alias ever opened, closed with

@@ -23,7 +23,7 @@ from django.utils.connection import ConnectionDoesNotExist
 
 from branching_ops import activity
 from branching_ops.conf import conf
-from branching_ops.databases import branch_name_error
+from branching_ops.names import branch_name_error
 
 
 def add_database_argument(parser: CommandParser) -> None:
