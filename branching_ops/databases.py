@@ -13,6 +13,10 @@ from typing import Any
 
 from django.utils.connection import ConnectionDoesNotExist
 
+# Registers the system checks even when "branching_ops" is missing from
+# INSTALLED_APPS (its ready() never runs then): a settings module that builds
+# a BranchDatabases has imported this module, so the checks can say so.
+from branching_ops import checks  # noqa: F401
 from branching_ops import tracking
 from branching_ops.conf import conf
 from branching_ops.names import ALIAS_PREFIX
@@ -87,9 +91,3 @@ class BranchDatabases(dict[str, dict[str, Any]]):
             "OPTIONS": options,
             "TEST": dict(default.get("TEST", {})),
         }
-
-
-# Registers the system checks even when "branching_ops" is missing from
-# INSTALLED_APPS (its ready() never runs then): a settings module that builds
-# a BranchDatabases has imported this module, so the checks can say so.
-from branching_ops import checks  # noqa: E402, F401
