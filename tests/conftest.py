@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.db import connections
+from psycopg import sql
 from rq import Queue
 
 from branching_ops.databases import BranchDatabases
@@ -69,6 +70,48 @@ def branch_backends(postgres: PostgresServer, transactional_db: None) -> Iterato
     backends = BranchBackends(postgres, connections["default"].settings_dict["NAME"])
     yield backends
     backends.close()
+
+
+Branches = Callable[..., None]
+
+
+@pytest.fixture
+def branches(postgres: PostgresServer, django_db_setup: None) -> Iterator[Branches]:
+    """``branches("a", "b", ...)``: a real, empty schema for each branch a test connects to.
+
+    A branch connection refuses a schema that does not exist (it would
+    search ``public`` in its place), so the test creates the ones it uses,
+    as ``branch_create`` would: committed (branch connections are other
+    sessions) and owned by the application role. They go after the test.
+    """
+    dbname = str(connections["default"].settings_dict["NAME"])
+    created: list[str] = []
+
+    def create(*names: str) -> None:
+        statements = [
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(
+                sql.Identifier(name), sql.Identifier(APP_ROLE)
+            )
+            for name in names
+        ]
+        run_in_batches(postgres, dbname, statements)
+        created.extend(names)
+
+    yield create
+    if created:
+        close_branch_connections()
+        statements = [
+            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name))
+            for name in created
+        ]
+        run_in_batches(postgres, dbname, statements)
+
+
+def run_in_batches(postgres: PostgresServer, dbname: str, statements: list[sql.Composed]) -> None:
+    """Few round trips, and few enough locks per transaction for the server's lock table."""
+    with postgres.connect(dbname) as admin:
+        for start in range(0, len(statements), 100):
+            admin.execute(sql.SQL("; ").join(statements[start : start + 100]))
 
 
 @pytest.fixture
