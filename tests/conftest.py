@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from collections.abc import Iterable
 from collections.abc import Iterator
 from typing import Any
 
@@ -88,23 +89,34 @@ def branches(postgres: PostgresServer, django_db_setup: None) -> Iterator[Branch
     created: list[str] = []
 
     def create(*names: str) -> None:
-        statements = [
-            sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(
-                sql.Identifier(name), sql.Identifier(APP_ROLE)
-            )
-            for name in names
-        ]
-        run_in_batches(postgres, dbname, statements)
+        create_branch_schemas(postgres, dbname, names)
         created.extend(names)
 
     yield create
     if created:
         close_branch_connections()
-        statements = [
-            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name))
-            for name in created
-        ]
-        run_in_batches(postgres, dbname, statements)
+        run_in_batches(
+            postgres,
+            dbname,
+            [
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name))
+                for name in created
+            ],
+        )
+
+
+def create_branch_schemas(postgres: PostgresServer, dbname: str, names: Iterable[str]) -> None:
+    """An empty schema per branch name, owned by the application role, as ``branch_create``."""
+    run_in_batches(
+        postgres,
+        dbname,
+        [
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(
+                sql.Identifier(name), sql.Identifier(APP_ROLE)
+            )
+            for name in names
+        ],
+    )
 
 
 def run_in_batches(postgres: PostgresServer, dbname: str, statements: list[sql.Composed]) -> None:
