@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import django
 import pytest
 from django.core.checks import Error
 from django.db import connections
@@ -31,6 +32,7 @@ from tests.conftest import Branches
 from tests.statements import DJANGO_TIME_ZONE_SETUP
 from tests.statements import as_logged
 from tests.statements import logged_statements
+from tests.test_pool import pooled_default  # noqa: F401 - a fixture
 from tests.testapp.models import Note
 
 SESSION = {"SEARCH_PATH": "session"}
@@ -295,3 +297,25 @@ def test_health_check_on_a_broken_connection(
         )
 
     assert not connection.is_usable()
+
+
+@pytest.mark.skipif(django.VERSION < (5, 1), reason="Django's connection pool is new in 5.1")
+@pytest.mark.usefixtures("pooled_default")
+def test_a_pooled_connection_is_checked_at_every_checkout(
+    branches: Branches, branch_backends: BranchBackends
+) -> None:
+    """Django's pool skips the health check: each checkout runs the connect-time check."""
+    branches("pooled_gone")
+    connection = connections["schema_pooled_gone"]
+    connection.ensure_connection()
+    pid = connection.connection.info.backend_pid
+    connection.close()  # back into the branch's pool
+    connection.ensure_connection()
+    assert connection.connection.info.backend_pid == pid  # the same server connection
+    connection.close()
+
+    with connections["default"].cursor() as cursor:
+        cursor.execute("DROP SCHEMA pooled_gone")
+
+    with pytest.raises(BranchDoesNotExist):
+        connection.ensure_connection()
