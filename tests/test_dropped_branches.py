@@ -1,12 +1,16 @@
-"""``branch_drop`` ends every connection to the branch, so none is left searching ``public``.
+"""A dropped branch leaves no connection searching ``public``.
 
-Against the suite's real PostgreSQL: connections held by this thread, by
-another thread of this process, and one that connects while the drop runs.
+``branch_drop`` ends every connection to the branch, against the suite's
+real PostgreSQL: connections held by this thread, by another thread of this
+process, and one that connects while the drop runs. A schema dropped behind
+the package's back is caught by the health check before the next job (for
+requests: tests/test_faults.py).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from collections.abc import Iterator
 from io import StringIO
 from typing import Any
@@ -14,6 +18,9 @@ from typing import Any
 import psycopg
 import pytest
 from django.core.management import call_command
+from fakeredis import FakeRedis
+from rq import Queue
+from rq.job import JobStatus
 from django.db import OperationalError
 from django.db import connections
 
@@ -23,8 +30,12 @@ from branching_ops.search_path import BranchDoesNotExist
 from branching_ops.testing.postgres import PostgresServer
 from branching_ops.tracking import close_branch_connections
 from branching_ops.tracking import stored_wrapper
+from branching_ops.workers import BranchSimpleWorker
 from tests.backends import BranchBackends
 from tests.conftest import APP_ROLE
+from tests.conftest import Branches
+from tests.rqworkers import JOBS
+from tests.rqworkers import result
 from tests.testapp.models import Note
 
 WAIT = 20  # seconds; a thread that waits this long has hung
@@ -137,4 +148,26 @@ def test_drop_ends_a_connection_made_while_it_ran(
     finally:
         late[0].close()
     assert not Note.objects.exists()
+    branch_backends.wait_for([])
+
+
+def test_job_after_its_branch_was_dropped_fails_cleanly_with_health_checks(
+    branches: Branches,
+    branch_backends: BranchBackends,
+    conn_max_age: Callable[[int], None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    branches("gone")
+    conn_max_age(600)
+    monkeypatch.setitem(connections["default"].settings_dict, "CONN_HEALTH_CHECKS", True)
+    queue = Queue("default", connection=FakeRedis())
+    before = queue.enqueue(f"{JOBS}.count_notes", "gone")
+    queue.enqueue(f"{JOBS}.drop_schema", "gone")
+    after = queue.enqueue(f"{JOBS}.count_notes", "gone")
+
+    BranchSimpleWorker([queue], connection=queue.connection).work(burst=True)
+
+    assert before.get_status() == JobStatus.FINISHED
+    assert after.get_status() == JobStatus.FAILED
+    assert "BranchDoesNotExist: Branch 'gone' does not exist" in str(result(after).exc_string)
     branch_backends.wait_for([])
