@@ -20,7 +20,9 @@ from asgiref.sync import iscoroutinefunction
 
 from branching_ops.databases import branch_alias
 
-_active_aliases: ContextVar[tuple[str, ...]] = ContextVar("branching_ops_active_aliases", default=())
+_active_aliases: ContextVar[tuple[str, ...]] = ContextVar(
+    "branching_ops_active_aliases", default=()
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -70,7 +72,8 @@ class activate_branch:
                 "could wrap. Activate the branch where the generator is consumed, around "
                 "the whole iteration."
             )
-        if iscoroutinefunction(func) or iscoroutinefunction(getattr(func, "__call__", None)):
+        # An object whose __call__ is an ``async def`` (a class-based async view) too.
+        if iscoroutinefunction(func) or iscoroutinefunction(type(func).__call__):
 
             @functools.wraps(func)
             async def run_async(*args: Any, **kwargs: Any) -> Any:

@@ -2,14 +2,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from collections.abc import Iterable
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.conf import settings
 from django.db import connections
-from psycopg import sql
 from rq import Queue
 
 from branching_ops.databases import BranchDatabases
@@ -89,41 +87,13 @@ def branches(postgres: PostgresServer, django_db_setup: None) -> Iterator[Branch
     created: list[str] = []
 
     def create(*names: str) -> None:
-        create_branch_schemas(postgres, dbname, names)
+        postgres.create_schemas(dbname, names, owner=APP_ROLE)
         created.extend(names)
 
     yield create
     if created:
         close_branch_connections()
-        run_in_batches(
-            postgres,
-            dbname,
-            [
-                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name))
-                for name in created
-            ],
-        )
-
-
-def create_branch_schemas(postgres: PostgresServer, dbname: str, names: Iterable[str]) -> None:
-    """An empty schema per branch name, owned by the application role, as ``branch_create``."""
-    run_in_batches(
-        postgres,
-        dbname,
-        [
-            sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(
-                sql.Identifier(name), sql.Identifier(APP_ROLE)
-            )
-            for name in names
-        ],
-    )
-
-
-def run_in_batches(postgres: PostgresServer, dbname: str, statements: list[sql.Composed]) -> None:
-    """Few round trips, and few enough locks per transaction for the server's lock table."""
-    with postgres.connect(dbname) as admin:
-        for start in range(0, len(statements), 100):
-            admin.execute(sql.SQL("; ").join(statements[start : start + 100]))
+        postgres.drop_schemas(dbname, created)
 
 
 @pytest.fixture

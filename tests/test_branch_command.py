@@ -22,9 +22,8 @@ from branching_ops.testing.postgres import PostgresServer
 from branching_ops.testing.postgres import running_postgres
 from branching_ops.tracking import tracked_aliases
 from tests.backends import BranchBackends
-from tests.conftest import Branches
-from tests.conftest import create_branch_schemas
 from tests.conftest import APP_ROLE
+from tests.conftest import Branches
 
 ROOT = Path(__file__).resolve().parent.parent
 BRANCHES = 50
@@ -43,7 +42,7 @@ def wide_postgres(postgres: PostgresServer) -> Iterator[PostgresServer]:
         with server.connect() as setup:
             setup.execute(f"CREATE ROLE {APP_ROLE} LOGIN")
             setup.execute(f"CREATE DATABASE {WIDE_DBNAME} OWNER {APP_ROLE}")
-        create_branch_schemas(server, WIDE_DBNAME, [f"touch_{i}" for i in range(BRANCHES)])
+        server.create_schemas(WIDE_DBNAME, touch_names(), owner=APP_ROLE)
         yield server
 
 
@@ -155,6 +154,7 @@ def test_nested_commands_close_only_their_own(
     branch_backends: BranchBackends, branches: Branches
 ) -> None:
     branches("outer_cmd", *touch_names(3))
+
     class Outer(BranchCommand):
         def handle(self, *args: object, **options: object) -> None:
             with connections["schema_outer_cmd"].cursor() as cursor:

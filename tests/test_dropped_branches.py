@@ -18,11 +18,11 @@ from typing import Any
 import psycopg
 import pytest
 from django.core.management import call_command
+from django.db import OperationalError
+from django.db import connections
 from fakeredis import FakeRedis
 from rq import Queue
 from rq.job import JobStatus
-from django.db import OperationalError
-from django.db import connections
 
 from branching_ops.management import ops
 from branching_ops.routers import activate_branch

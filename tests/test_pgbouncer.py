@@ -235,9 +235,7 @@ def test_a_missing_branch_behind_pgbouncer_runs_nothing(
             "DISCARD ALL",
         ]
     else:
-        assert "was refused: the server said 'unsupported startup parameter" in str(
-            excinfo.value
-        )
+        assert "was refused: the server said 'unsupported startup parameter" in str(excinfo.value)
         assert statements == []
     assert not Note.objects.exists()  # nothing landed in public
     wait_for_clients(bouncer, dbname, [])

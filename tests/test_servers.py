@@ -22,7 +22,6 @@ from branching_ops.testing.postgres import running_postgres
 from tests.backends import BranchBackends
 from tests.conftest import APP_ROLE
 from tests.conftest import Branches
-from tests.conftest import create_branch_schemas
 from tests.hostile import HOSTILE_NAMES
 from tests.servers import THREADS
 from tests.servers import Command
@@ -108,7 +107,7 @@ def roomy_postgres() -> Iterator[PostgresServer]:
         with server.connect() as setup:
             setup.execute(f"CREATE ROLE {APP_ROLE} LOGIN")
             setup.execute(f"CREATE DATABASE roomy OWNER {APP_ROLE}")
-        create_branch_schemas(server, "roomy", [f"sl_{i}" for i in range(BRANCHES)])
+        server.create_schemas("roomy", [f"sl_{i}" for i in range(BRANCHES)], owner=APP_ROLE)
         yield server
 
 

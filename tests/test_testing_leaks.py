@@ -71,6 +71,7 @@ def test_block_that_leaks_fails_naming_the_branches(branches: Branches) -> None:
 @pytest.mark.usefixtures("branch_backends")
 def test_exception_in_block_is_not_masked(branches: Branches) -> None:
     branches("failing")
+
     def fail() -> None:
         with assert_no_branch_connections():
             open_branch("failing")

@@ -52,9 +52,10 @@ class DatabaseWrapper(base.DatabaseWrapper):
             raise
 
     def is_usable(self) -> bool:
-        if self.connection is None or not self.settings_dict["OPTIONS"].get("verify_search_path"):
+        options = self.settings_dict["OPTIONS"]
+        if self.connection is None or not options.get("verify_search_path"):
             return bool(super().is_usable())
         try:
-            return branch_schema_searched(self.connection, self.alias, self.settings_dict["OPTIONS"])
+            return branch_schema_searched(self.connection, self.alias, options)
         except self.Database.Error:
             return False
