@@ -32,9 +32,8 @@ from branching_ops.tracking import tracked_aliases
 from tests.backends import BranchBackends
 from tests.conftest import APP_ROLE
 from tests.conftest import Branches
-from tests.statements import DJANGO_TIME_ZONE_SETUP
 from tests.statements import as_logged
-from tests.statements import logged_statements
+from tests.statements import write_to_missing_branch
 from tests.testapp.models import Note
 from tests.wsgi import get
 
@@ -214,28 +213,22 @@ def test_a_missing_branch_behind_pgbouncer_runs_nothing(
     bouncer = start_pgbouncer(pool_mode="session")  # new: its server connections log
     reroute_branches(HOST=bouncer.host, PORT=str(bouncer.port))
 
-    with (
-        override_settings(BRANCHING_OPS={"SEARCH_PATH": mode}),
-        logged_statements(postgres, dbname, APP_ROLE) as statements,
-        pytest.raises(SearchPathError) as excinfo,
-        activate_branch("typo"),
-    ):
-        Note.objects.create(text="meant for typo")
+    error, statements = write_to_missing_branch(postgres, dbname, mode)
 
     if mode == "session":
-        assert type(excinfo.value) is BranchDoesNotExist
-        assert str(excinfo.value).startswith(
+        assert type(error) is BranchDoesNotExist
+        assert str(error).startswith(
             f"Branch 'typo' does not exist: database '{dbname}' has no schema 'typo'"
         )
         # PgBouncer's own statements around the check: its server connection
         # takes the client's application_name, and is reset when the client goes.
-        assert [s for s in statements if s != DJANGO_TIME_ZONE_SETUP] == [
+        assert statements == [
             "SET application_name='branch:typo';",
             as_logged(SET_AND_CHECK_SQL, "typo", "typo,public"),
             "DISCARD ALL",
         ]
     else:
-        assert "was refused: the server said 'unsupported startup parameter" in str(excinfo.value)
+        assert "was refused: the server said 'unsupported startup parameter" in str(error)
         assert statements == []
     assert not Note.objects.exists()  # nothing landed in public
     wait_for_clients(bouncer, dbname, [])

@@ -27,11 +27,9 @@ from branching_ops.testing._process import free_port
 from branching_ops.testing.postgres import PostgresServer
 from branching_ops.tracking import stored_wrapper
 from tests.backends import BranchBackends
-from tests.conftest import APP_ROLE
 from tests.conftest import Branches
-from tests.statements import DJANGO_TIME_ZONE_SETUP
 from tests.statements import as_logged
-from tests.statements import logged_statements
+from tests.statements import write_to_missing_branch
 from tests.test_pool import pooled_default  # noqa: F401 - a fixture
 from tests.testapp.models import Note
 
@@ -196,17 +194,11 @@ def missing_branch_message(name: str, dbname: str) -> str:
 def test_a_missing_branch_is_refused_before_any_statement_runs(
     mode: str, postgres: PostgresServer, branch_backends: BranchBackends, dbname: str
 ) -> None:
-    with (
-        override_settings(BRANCHING_OPS={"SEARCH_PATH": mode}),
-        logged_statements(postgres, dbname, APP_ROLE) as statements,
-        pytest.raises(BranchDoesNotExist) as excinfo,
-        activate_branch("typo"),
-    ):
-        Note.objects.create(text="meant for typo")
+    error, statements = write_to_missing_branch(postgres, dbname, mode)
 
-    assert str(excinfo.value) == missing_branch_message("typo", dbname)
-    # The check, and not the INSERT (nor anything else of the caller).
-    assert [s for s in statements if s != DJANGO_TIME_ZONE_SETUP] == [CHECK[mode]]
+    assert type(error) is BranchDoesNotExist
+    assert str(error) == missing_branch_message("typo", dbname)
+    assert statements == [CHECK[mode]]  # the check, and not the INSERT
     assert not Note.objects.exists()  # nothing landed in public
     wrapper = stored_wrapper("schema_typo")
     assert wrapper is not None
