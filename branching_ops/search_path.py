@@ -83,7 +83,7 @@ def apply_search_path(connection: Any, alias: str, options: dict[str, Any]) -> N
     ``assertNumQueries()``, like Django's own time zone setup. Setting and
     checking share one round trip: ``set_config()`` answers the value the
     session now has, and the same statement says whether the branch's schema
-    is really searched (:func:`check_branch_schema`).
+    is really searched (:func:`check_schema_searched`).
     """
     expected = options.get("search_path")
     set_it = options.get("set_search_path", False)
@@ -115,10 +115,10 @@ def apply_search_path(connection: Any, alias: str, options: dict[str, Any]) -> N
             f"not {expected!r}. {cause} The connection was closed before any query "
             f"ran on it; {README_SECTION}."
         )
-    check_branch_schema(connection, alias, branch, searched, exists)
+    check_schema_searched(connection, alias, branch, searched, exists)
 
 
-def check_branch_schema(
+def check_schema_searched(
     connection: Any, alias: str, branch: str, searched: list[str], exists: bool
 ) -> None:
     """Raise unless ``branch`` is among the schemas the server really searches."""

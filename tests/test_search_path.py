@@ -212,9 +212,13 @@ def test_the_error_is_caught_where_users_already_catch() -> None:
     assert issubclass(BranchDoesNotExist, OperationalError)
 
 
-def test_without_verification_a_missing_branch_writes_public(dbname: str) -> None:
+@pytest.mark.parametrize("mode", ["startup", "session"])
+def test_without_verification_a_missing_branch_writes_public(mode: str, dbname: str) -> None:
     """What the check is for: the same write, unchecked, lands in ``public``."""
-    with override_settings(BRANCHING_OPS={"VERIFY_SEARCH_PATH": False}), activate_branch("typo"):
+    with (
+        override_settings(BRANCHING_OPS={"SEARCH_PATH": mode, "VERIFY_SEARCH_PATH": False}),
+        activate_branch("typo"),
+    ):
         Note.objects.create(text="meant for typo")
 
     assert list(Note.objects.values_list("text", flat=True)) == ["meant for typo"]
