@@ -60,10 +60,12 @@ def _schemas(search_path: str) -> list[str]:
 
 # One round trip answers the path the session has, the schemas PostgreSQL
 # really searches (current_schemas() leaves out those that do not exist or
-# that the role may not use), and whether the branch's schema exists at all.
-# In session mode the SET runs in the same statement; OFFSET 0 keeps it in a
-# subquery that runs before current_schemas() reads the new path.
-_SCHEMA_EXISTS = "EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = %s)"
+# that the role may not use), and whether the branch's schema exists at all
+# (to_regnamespace() reads the catalog cache: no query on pg_namespace to
+# plan on a new backend). In session mode the SET runs in the same
+# statement; OFFSET 0 keeps it in a subquery that runs before
+# current_schemas() reads the new path.
+_SCHEMA_EXISTS = "pg_catalog.to_regnamespace(%s) IS NOT NULL"
 SET_AND_CHECK_SQL = (
     f"SELECT path, pg_catalog.current_schemas(false), {_SCHEMA_EXISTS} "
     "FROM (SELECT pg_catalog.set_config('search_path', %s, false) AS path OFFSET 0) AS s"
