@@ -31,8 +31,6 @@ import sys
 import time
 from collections.abc import Callable
 
-from psycopg import sql
-
 from benchmarks._database import DBNAME
 from benchmarks._database import bench_database
 from branching_ops.demo.soak import APP_ROLE
@@ -126,14 +124,8 @@ def main() -> int:
         return 0
 
     most = max(args.held)
-    with bench_database(max_connections=2 * most + 20) as server:
-        with server.connect(DBNAME) as setup:
-            for i in range(most):
-                setup.execute(
-                    sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(
-                        sql.Identifier(f"held_{i}"), sql.Identifier(APP_ROLE)
-                    )
-                )
+    branches = [f"held_{i}" for i in range(most)]
+    with bench_database(branches, max_connections=2 * most + 20) as server:
         print(
             f"one pass, persistent connections (CONN_MAX_AGE={PERSISTENT}); medians over "
             f"{args.rounds} alternating chunks"

@@ -143,7 +143,9 @@ def main() -> int:
     parser.add_argument("--seen", type=int, default=1000, help="branches seen before")
     args = parser.parse_args()
 
-    with bench_database() as server:
+    names = [f"bench_{mode.name}" for mode in MODES]
+    names += [f"seen_{mode.name}_{n}" for mode in MODES for n in range(args.seen)]
+    with bench_database(names) as server:
         project.configure(
             PLAIN,
             host=server.host,

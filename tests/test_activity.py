@@ -6,6 +6,7 @@ from django.db import connections
 
 from branching_ops import activity
 from branching_ops.testing.postgres import PostgresServer
+from tests.conftest import Branches
 from tests.conftest import Connect
 
 
@@ -30,7 +31,10 @@ def test_branch_backends_are_told_by_their_application_name(connect: Connect) ->
     assert all(backend.can_signal and backend.user == "app" for backend in backends)
 
 
-def test_this_threads_own_connections_only_on_request(connect: Connect) -> None:
+def test_this_threads_own_connections_only_on_request(
+    connect: Connect, branches: Branches
+) -> None:
+    branches("mine")
     connect("branch:other")
     with connections["schema_mine"].cursor() as cursor:
         cursor.execute("SELECT 1")

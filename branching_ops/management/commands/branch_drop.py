@@ -1,4 +1,10 @@
-"""``manage.py branch_drop NAME``: end the branch's backends, then drop its schema."""
+"""``manage.py branch_drop NAME``: end the branch's backends, then drop its schema.
+
+A connection left open on a dropped branch would search ``public`` in its
+place, so every backend of the branch ends: this thread's own connection to
+it (closed cleanly), every other one on the server (terminated) before the
+drop, and once more after it commits any that connected while it ran.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,8 @@ from psycopg import sql
 from branching_ops import activity
 from branching_ops.management import arguments
 from branching_ops.management.base import BranchCommand
+from branching_ops.names import branch_alias
+from branching_ops.tracking import close_branch_connections
 
 OWNER_SQL = """
 SELECT pg_has_role(n.nspowner, 'USAGE'), pg_get_userbyid(n.nspowner),
@@ -74,10 +82,16 @@ class Command(BranchCommand):
         if interactive and not self.confirm(name, tables, len(backends)):
             self.stdout.write("Drop cancelled.")
             return
+        close_branch_connections([branch_alias(name)])
         with arguments.privilege_errors(), transaction.atomic(using=database):
             terminated = activity.terminate(connection, backends)
             with connection.cursor() as cursor:
                 cursor.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+        # A backend that connected between the terminate and the commit found
+        # the schema still there; it is the only one that can be on it.
+        terminated += activity.terminate(
+            connection, activity.branch_backends(connection, branches=[name])
+        )
         if verbosity >= 1:
             self.stdout.write(
                 self.style.SUCCESS(
