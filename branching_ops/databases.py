@@ -22,6 +22,7 @@ from branching_ops.conf import conf
 from branching_ops.names import ALIAS_PREFIX
 from branching_ops.names import branch_application_name
 from branching_ops.names import branch_name_error
+from branching_ops.search_path import BranchSearchPath
 
 # Django's PostgreSQL backend plus the search_path hooks (branching_ops.backend).
 BRANCH_ENGINE = "branching_ops.backend"
@@ -82,9 +83,9 @@ class BranchDatabases(dict[str, dict[str, Any]]):
                 **conf.BRANCH_POOL_OPTIONS,
             }
         # Read by the branch backend, which delivers and checks the path.
-        options["search_path"] = search_path
-        options["set_search_path"] = not at_startup
-        options["verify_search_path"] = conf.VERIFY_SEARCH_PATH
+        options.update(
+            BranchSearchPath(search_path, not at_startup, conf.VERIFY_SEARCH_PATH).options()
+        )
         return {
             **default,
             "ENGINE": BRANCH_ENGINE,
