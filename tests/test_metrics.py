@@ -383,11 +383,47 @@ def show(label: str, figures: Figures) -> None:
         print(f"  {name}{{{label_text}}} {value:g}" if labels else f"  {name} {value:g}")
 
 
+def worker_pids(server: Server) -> list[int]:
+    """The gunicorn master's children: its worker processes."""
+    pid = server.process.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(child) for child in children]
+
+
+def gauge_files(multiproc_dir: Path) -> list[str]:
+    return sorted(path.name for path in multiproc_dir.glob("gauge_*.db"))
+
+
+def wait_for_workers(server: Server, multiproc_dir: Path) -> None:
+    """Wait until each live gunicorn worker, and only those, has its gauge file written.
+
+    A scrape that reads a file while its process is creating it fails
+    (prometheus/client_python#1199): the tests scrape once the workers are up.
+    """
+
+    def ready() -> bool:
+        files = [f"gauge_livesum_{pid}.db" for pid in worker_pids(server)]
+        return (
+            len(files) == WORKERS
+            and gauge_files(multiproc_dir) == sorted(files)
+            and all((multiproc_dir / name).stat().st_size > 0 for name in files)
+        )
+
+    wait_until(ready, timeout=60, what="every gunicorn worker to be up")
+
+
+def live_backends(server: PostgresServer) -> int:
+    with server.connect() as monitor:
+        return len(server.branch_application_names(monitor, DBNAME))
+
+
 @pytest.mark.slow
 def test_gunicorn_workers_conn_max_age_0(logging_postgres: PostgresServer, tmp_path: Path) -> None:
-    env = metrics_env(logging_postgres, tmp_path / "prometheus", conn_max_age=0)
+    multiproc_dir = tmp_path / "prometheus"
+    env = metrics_env(logging_postgres, multiproc_dir, conn_max_age=0)
     log_start = logging_postgres.log_path.stat().st_size
     with running_server(gunicorn_workers, DBNAME, tmp_path, **env) as server:
+        wait_for_workers(server, multiproc_dir)
         with Sampler(lambda: scrape(server.port).open) as sampler:
             results = server.load(branch_paths(1500, len(BRANCHES)), CLIENTS)
         after = wait_for_figures(server.port, lambda f: f.open == 0, "open back to 0")
@@ -405,27 +441,16 @@ def test_gunicorn_workers_conn_max_age_0(logging_postgres: PostgresServer, tmp_p
     assert set(after.errors.values()) == {0}
 
 
-def live_backends(server: PostgresServer) -> int:
-    with server.connect() as monitor:
-        return len(server.branch_application_names(monitor, DBNAME))
-
-
-def worker_pids(server: Server) -> list[int]:
-    """The gunicorn master's children: its worker processes."""
-    pid = server.process.pid
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [int(child) for child in children]
-
-
 @pytest.mark.slow
 def test_gunicorn_persistent_connections_match_the_server(
     logging_postgres: PostgresServer, tmp_path: Path
 ) -> None:
-    branches = len(BRANCHES) // 5
-    env = metrics_env(logging_postgres, tmp_path / "prometheus", conn_max_age=600)
+    multiproc_dir = tmp_path / "prometheus"
+    env = metrics_env(logging_postgres, multiproc_dir, conn_max_age=600)
     wait_until(lambda: live_backends(logging_postgres) == 0, timeout=10, what="no backends")
     with running_server(gunicorn_workers, DBNAME, tmp_path, **env) as server:
-        results = server.load(branch_paths(400, branches), CLIENTS)
+        wait_for_workers(server, multiproc_dir)
+        results = server.load(branch_paths(400, len(BRANCHES) // 5), CLIENTS)
         assert_all_served(results)
         held = scrape(server.port)
         backends = live_backends(logging_postgres)
@@ -437,6 +462,7 @@ def test_gunicorn_persistent_connections_match_the_server(
         # A worker killed with its connections open: gunicorn's child_exit
         # marks it dead, and its share leaves the gauge as its backends go.
         os.kill(worker_pids(server)[0], signal.SIGKILL)
+        wait_for_workers(server, multiproc_dir)
         after_kill = wait_for_figures(
             server.port,
             lambda f: f.open == live_backends(logging_postgres) < backends,
@@ -466,10 +492,6 @@ def test_uvicorn_single_process(logging_postgres: PostgresServer, tmp_path: Path
 def worker_env(multiproc_dir: Path) -> dict[str, str]:
     multiproc_dir.mkdir()
     return {"BRANCHING_OPS_TEST_METRICS": "1", "PROMETHEUS_MULTIPROC_DIR": str(multiproc_dir)}
-
-
-def gauge_files(multiproc_dir: Path) -> list[str]:
-    return sorted(path.name for path in multiproc_dir.glob("gauge_*.db"))
 
 
 @pytest.mark.slow
