@@ -78,5 +78,5 @@ def scrape(port: int) -> Figures:
 def read_multiprocess_dir(path: Path) -> Figures:
     """What a scrape of any process sharing ``PROMETHEUS_MULTIPROC_DIR`` would show."""
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(path))
+    MultiProcessCollector(registry, path=str(path))  # type: ignore[no-untyped-call]
     return Figures.from_families(registry.collect())

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db import connections
@@ -74,25 +75,26 @@ Event = tuple[str, str, str]
 def events() -> Iterator[list[Event]]:
     """Every branch connection event of this process, in order: (signal, alias, detail)."""
     received: list[Event] = []
-    recorders = {
-        "tracked": lambda alias, **kw: received.append(("tracked", alias, "")),
-        "untracked": lambda alias, **kw: received.append(("untracked", alias, "")),
-        "opened": lambda alias, **kw: received.append(("opened", alias, "")),
-        "closed": lambda alias, reason, **kw: received.append(("closed", alias, reason)),
-        "failed": lambda alias, error, **kw: received.append(("failed", alias, error.kind)),
-    }
+
+    def recorder(name: str, detail: str = "") -> Callable[..., None]:
+        def record(alias: str, **kwargs: Any) -> None:
+            value = kwargs.get(detail, "")
+            received.append((name, alias, getattr(value, "kind", value)))
+
+        return record
+
     pairs = [
-        (signals.branch_alias_tracked, recorders["tracked"]),
-        (signals.branch_alias_untracked, recorders["untracked"]),
-        (signals.branch_connection_opened, recorders["opened"]),
-        (signals.branch_connection_closed, recorders["closed"]),
-        (signals.branch_connection_failed, recorders["failed"]),
+        (signals.branch_alias_tracked, recorder("tracked")),
+        (signals.branch_alias_untracked, recorder("untracked")),
+        (signals.branch_connection_opened, recorder("opened")),
+        (signals.branch_connection_closed, recorder("closed", "reason")),
+        (signals.branch_connection_failed, recorder("failed", "error")),
     ]
-    for signal_, recorder in pairs:
-        signal_.connect(recorder)
+    for signal_, receiver in pairs:
+        signal_.connect(receiver)
     yield received
-    for signal_, recorder in pairs:
-        signal_.disconnect(recorder)
+    for signal_, receiver in pairs:
+        signal_.disconnect(receiver)
 
 
 def query(name: str, times: int = 1) -> None:

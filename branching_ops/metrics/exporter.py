@@ -93,7 +93,7 @@ def on_job_process_exited(pid: int, **kwargs: object) -> None:
     0; one killed mid-job would count its connections as open for good.
     """
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        multiprocess.mark_process_dead(pid)
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 RECEIVERS: list[tuple[Signal, Callable[..., None]]] = [
