@@ -47,25 +47,24 @@ class Figures:
     def opened(self) -> int:
         return int(self.value("branch_connections_opened_total"))
 
+    def by_label(self, name: str, label: str) -> dict[str, int]:
+        """The samples of counter ``name``, by the value of ``label``."""
+        return {
+            dict(labels)[label]: int(value)
+            for (sample, labels), value in self.samples.items()
+            if sample == PREFIX + name
+        }
+
     @property
     def closed(self) -> dict[str, int]:
         """``closed_total`` by reason, the reasons that counted something."""
-        name = PREFIX + "branch_connections_closed_total"
-        return {
-            dict(labels)["reason"]: int(value)
-            for (sample, labels), value in self.samples.items()
-            if sample == name and value
-        }
+        by_reason = self.by_label("branch_connections_closed_total", "reason")
+        return {reason: count for reason, count in by_reason.items() if count}
 
     @property
     def errors(self) -> dict[str, int]:
         """``errors_total`` by kind, every kind (0 included)."""
-        name = PREFIX + "branch_connection_errors_total"
-        return {
-            dict(labels)["kind"]: int(value)
-            for (sample, labels), value in self.samples.items()
-            if sample == name
-        }
+        return self.by_label("branch_connection_errors_total", "kind")
 
 
 def scrape(port: int) -> Figures:

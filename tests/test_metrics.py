@@ -27,7 +27,6 @@ from branching_ops import signals
 from branching_ops.metrics import exporter
 from branching_ops.search_path import SearchPathError
 from branching_ops.testing._process import wait_until
-from branching_ops.testing.pgbouncer import PgBouncer
 from branching_ops.testing.postgres import PostgresServer
 from branching_ops.testing.postgres import running_postgres
 from branching_ops.tracking import close_branch_connections
@@ -195,13 +194,20 @@ def test_receivers_move_the_metrics(figures: Callable[[], Figures]) -> None:
     assert set(after.closed) <= set(exporter.CLOSE_REASONS)
 
 
-def test_a_wrong_search_path_counts_as_an_error_not_a_connection(
+@pytest.mark.parametrize("kind", ["search_path_mismatch", "pooler_refused"])
+def test_a_refused_connection_counts_as_an_error_not_a_connection(
+    kind: str,
+    request: pytest.FixtureRequest,
     figures: Callable[[], Figures],
     reroute_branches: Callable[..., None],
     events: list[Event],
     transactional_db: None,
 ) -> None:
-    reroute_branches(options={"options": ""})  # what a pooler dropping options does
+    if kind == "pooler_refused":  # PgBouncer refuses the search_path startup option
+        bouncer = request.getfixturevalue("strict")
+        reroute_branches(HOST=bouncer.host, PORT=str(bouncer.port))
+    else:  # what a pooler that drops the startup option does
+        reroute_branches(options={"options": ""})
     before = figures()
 
     with pytest.raises(SearchPathError):
@@ -209,31 +215,13 @@ def test_a_wrong_search_path_counts_as_an_error_not_a_connection(
     close_old_branch_connections()
 
     assert change(before, figures()) == {
-        "branching_ops_branch_connection_errors_total{kind=search_path_mismatch}": 1
+        f"branching_ops_branch_connection_errors_total{{kind={kind}}}": 1
     }
     assert events == [
         ("tracked", "schema_lost", ""),
-        ("failed", "schema_lost", "search_path_mismatch"),
+        ("failed", "schema_lost", kind),
         ("untracked", "schema_lost", ""),
     ]
-
-
-def test_a_pooler_refusing_the_search_path_counts_as_its_own_kind(
-    strict: PgBouncer,  # noqa: F811 - the fixture imported above
-    figures: Callable[[], Figures],
-    reroute_branches: Callable[..., None],
-    transactional_db: None,
-) -> None:
-    reroute_branches(HOST=strict.host, PORT=str(strict.port))
-    before = figures()
-
-    with pytest.raises(SearchPathError):
-        query("refused")
-    close_old_branch_connections()
-
-    assert change(before, figures()) == {
-        "branching_ops_branch_connection_errors_total{kind=pooler_refused}": 1
-    }
 
 
 # Without the extra: a subprocess in which prometheus_client cannot be imported.
