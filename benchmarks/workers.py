@@ -129,6 +129,12 @@ def main() -> None:
             )
         for held in (1, args.branches):
             print(f"hooks of one job, {held:3} branch connections held: {hook_cost(held):6.1f} us")
+        in_worker, in_job_process, mark_dead = metrics_cost()
+        print(
+            "metrics of one job's connection (median): "
+            f"{in_worker:.1f} us in a worker process, {in_job_process:.1f} us in a new job "
+            f"process (its files created), {mark_dead:.1f} us to mark that process dead"
+        )
 
 
 def measure(
@@ -168,6 +174,45 @@ def measure(
         switch_metrics(on=False)
     rates = {side: chunk * (jobs // chunk) / total for side, total in elapsed.items()}
     return rates, statistics.median(ratios)
+
+
+def metrics_cost(forks: int = 200) -> tuple[float, float, float]:
+    """Microseconds the 4 signals of one connection cost with the metrics on (medians).
+
+    In a long-lived worker process they update its files; in a job process
+    just forked, the first one creates the process's own files first. The
+    child first touches its whole heap (``gc.collect()``), so the
+    copy-on-write faults any job pays are not counted.
+    """
+    import gc
+
+    from branching_ops.metrics import exporter
+
+    def one_connection() -> float:
+        start = time.perf_counter()
+        exporter.on_tracked()
+        exporter.on_opened()
+        exporter.on_closed(reason="obsolete")
+        exporter.on_untracked()
+        return (time.perf_counter() - start) * 1e6
+
+    in_worker = statistics.median(one_connection() for _ in range(forks))
+    in_job_process, mark_dead = [], []
+    for _ in range(forks):
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            gc.collect()
+            os.write(write_end, str(one_connection()).encode())
+            os._exit(0)
+        os.close(write_end)
+        in_job_process.append(float(os.read(read_end, 64)))
+        os.close(read_end)
+        os.waitpid(pid, 0)
+        start = time.perf_counter()
+        exporter.on_job_process_exited(pid)
+        mark_dead.append((time.perf_counter() - start) * 1e6)
+    return in_worker, statistics.median(in_job_process), statistics.median(mark_dead)
 
 
 def switch_metrics(*, on: bool) -> None:
