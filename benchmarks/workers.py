@@ -186,15 +186,19 @@ def metrics_cost(forks: int = 200) -> tuple[float, float, float]:
     """
     import gc
 
+    from branching_ops import signals
     from branching_ops.metrics import exporter
 
     def one_connection() -> float:
+        alias = "schema_bench_events"
         start = time.perf_counter()
-        exporter.on_tracked()
-        exporter.on_opened()
-        exporter.on_closed(reason="obsolete")
-        exporter.on_untracked()
+        signals.branch_alias_tracked.send_robust(sender=None, alias=alias)
+        signals.branch_connection_opened.send_robust(sender=None, alias=alias)
+        signals.branch_connection_closed.send_robust(sender=None, alias=alias, reason="obsolete")
+        signals.branch_alias_untracked.send_robust(sender=None, alias=alias)
         return (time.perf_counter() - start) * 1e6
+
+    exporter.connect()
 
     in_worker = statistics.median(one_connection() for _ in range(forks))
     in_job_process, mark_dead = [], []
@@ -210,8 +214,9 @@ def metrics_cost(forks: int = 200) -> tuple[float, float, float]:
         os.close(read_end)
         os.waitpid(pid, 0)
         start = time.perf_counter()
-        exporter.on_job_process_exited(pid)
+        signals.job_process_exited.send_robust(sender=None, pid=pid)
         mark_dead.append((time.perf_counter() - start) * 1e6)
+    exporter.disconnect()
     return in_worker, statistics.median(in_job_process), statistics.median(mark_dead)
 
 
