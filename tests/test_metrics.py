@@ -47,6 +47,7 @@ from tests.servers import running_server
 from tests.servers import uvicorn
 from tests.test_pgbouncer import start_pgbouncer  # noqa: F401 - a fixture
 from tests.test_pgbouncer import strict  # noqa: F401 - a fixture
+from tests.wsgi import get
 
 WORKERS, THREADS, CLIENTS = 2, 4, 8
 DBNAME = "metrics"
@@ -148,6 +149,22 @@ def test_each_connection_opens_and_closes_once_with_its_reason(events: list[Even
         ("closed", "schema_sb", "shutdown"),
         ("untracked", "schema_sb", ""),
     ]
+
+
+@pytest.mark.usefixtures("transactional_db")
+def test_requests_that_open_and_close_nothing_send_no_signal(
+    events: list[Event], conn_max_age: Callable[[int], None]
+) -> None:
+    """Why metrics cost nothing per request on a persistent connection."""
+    conn_max_age(600)
+    create_schemas(["kept"])
+    assert get("/branch/kept/") == (200, "kept,public")
+    assert [signal for signal, _, _ in events] == ["tracked", "opened"]
+
+    for _ in range(10):
+        assert get("/branch/kept/") == (200, "kept,public")
+
+    assert len(events) == 2
 
 
 @pytest.fixture
