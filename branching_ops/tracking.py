@@ -44,13 +44,13 @@ _state = Local(thread_critical=True)
 
 # Alias -> the wrapper class it connected with (branch_connection_opened was
 # sent, branch_connection_closed is owed), or None before it connects.
-Tracked: TypeAlias = dict[str, type[BaseDatabaseWrapper] | None]
+_TrackedAliases: TypeAlias = dict[str, type[BaseDatabaseWrapper] | None]
 
 
-def _tracked() -> Tracked:
+def _tracked() -> _TrackedAliases:
     """This thread's tracked aliases, least recently used first."""
     try:
-        aliases: Tracked = _state.aliases
+        aliases: _TrackedAliases = _state.aliases
     except AttributeError:
         aliases = _state.aliases = {}
     return aliases
@@ -150,7 +150,7 @@ class _UseRecorder:
 
     __slots__ = ("alias", "order")
 
-    def __init__(self, order: Tracked, alias: str) -> None:
+    def __init__(self, order: _TrackedAliases, alias: str) -> None:
         self.order = order
         self.alias = alias
 
@@ -162,7 +162,7 @@ class _UseRecorder:
         return execute(sql, params, many, context)
 
 
-def _make_room(aliases: Tracked, limit: int, keep: str | None = None) -> None:
+def _make_room(aliases: _TrackedAliases, limit: int, keep: str | None = None) -> None:
     """Close least recently used idle connections until at most ``limit`` are open.
 
     ``keep`` is never closed. A connection inside ``atomic()`` is busy: when
@@ -215,7 +215,7 @@ def _close_tracked(
 
 
 def _close(
-    aliases: Tracked,
+    aliases: _TrackedAliases,
     alias: str,
     wrapper: BaseDatabaseWrapper,
     close: Callable[[BaseDatabaseWrapper], None],
@@ -241,7 +241,7 @@ def _close(
 
 
 def _untrack(
-    aliases: Tracked,
+    aliases: _TrackedAliases,
     alias: str,
     wrapper: BaseDatabaseWrapper | None,
     reason: str,
