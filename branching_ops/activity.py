@@ -115,14 +115,11 @@ def branch_backends(
 
 
 def _own_backend_pids() -> set[int]:
-    wrappers = [
-        *connections.all(initialized_only=True),
-        *(tracking.stored_wrapper(alias) for alias in tracking.tracked_aliases()),
-    ]
+    wrappers = [*connections.all(initialized_only=True), *tracking.branch_wrappers()]
     return {
         wrapper.connection.info.backend_pid
         for wrapper in wrappers
-        if wrapper is not None and wrapper.connection is not None and not wrapper.connection.closed
+        if wrapper.connection is not None and not wrapper.connection.closed
     }
 
 
