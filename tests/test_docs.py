@@ -139,3 +139,19 @@ def test_the_package_map_lists_every_module() -> None:
     assert "databases.py" in listed  # the pattern still finds the table
     assert uncovered(PACKAGE) == []
     assert sorted(path for path in listed if not (PACKAGE / path).exists()) == []
+
+
+def test_every_test_the_docs_name_exists() -> None:
+    """Guarantees name the test that shows them: a renamed or moved test must be followed."""
+    named = {
+        (path, name)
+        for page in DOCS.rglob("*.md")
+        for path, name in re.findall(r"`(tests/[\w/]+\.py)::(\w+)", page.read_text())
+    }
+    assert ("tests/test_tracking.py", "test_cleanup_never_closes_inside_atomic") in named
+    missing = sorted(
+        f"{path}::{name}"
+        for path, name in named
+        if not (ROOT / path).is_file() or f"def {name}(" not in (ROOT / path).read_text()
+    )
+    assert missing == []
