@@ -85,6 +85,9 @@ def run_soak(params: SoakParams, progress: Progress | None = None) -> list[ModeR
             dbname = f"demo_{name}"
             with server.connect() as admin:
                 admin.execute(f"CREATE DATABASE {dbname} OWNER {APP_ROLE}")
+            # A branch connection refuses a schema that does not exist.
+            branches = [f"b{number}" for number in range(params.branches)]
+            server.create_schemas(dbname, branches, owner=APP_ROLE)
             results.append(_run_mode(server, dbname, MODES[name], params, progress))
         return results
 
