@@ -101,13 +101,13 @@ def _close_if_left_in_transaction_or_obsolete(wrapper: BaseDatabaseWrapper) -> N
     if _server_status(wrapper) not in (None, TransactionStatus.IDLE):
         wrapper.close()
     else:
-        wrapper.close_if_unusable_or_obsolete()
+        tracking.close_if_unusable_or_obsolete(wrapper)
 
 
 def close_old_job_connections() -> None:
     """Before a job: what a request boundary does, for Django's aliases and for branches."""
     tracking.close_connections(
-        BaseDatabaseWrapper.close_if_unusable_or_obsolete,
+        tracking.close_if_unusable_or_obsolete,
         "obsolete",
         spare_atomic=True,
         django_connections=True,

@@ -19,6 +19,7 @@ from django.db.backends.base.base import RAN_DB_VERSION_CHECK
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from branching_ops import tracking
+from branching_ops.testing.postgres import PostgresServer
 from branching_ops.tracking import close_branch_connections
 from branching_ops.tracking import close_connections
 from branching_ops.tracking import close_old_branch_connections
@@ -290,3 +291,69 @@ def test_in_a_thread_running_an_event_loop_the_state_is_per_context(branches: Br
 
     assert (before, outside_unseen, inside) == ([], True, ["schema_inside"])
     assert tracked_aliases() == ["schema_outside"]
+
+
+def prepared(name: str, state: str, postgres: PostgresServer) -> BaseDatabaseWrapper:
+    """A connected branch wrapper in ``state``, as a boundary finds it."""
+    wrapper = open_branch(name)
+    wrapper.health_check_done = True  # type: ignore[attr-defined]  # not in django-stubs
+    if state == "expired":
+        wrapper.close_at = 0
+    elif state == "forever":
+        wrapper.close_at = None
+    elif state == "autocommit changed":
+        wrapper.set_autocommit(False)
+    elif state.startswith("errors"):
+        wrapper.errors_occurred = True
+        if state == "errors, server gone":
+            with postgres.connect() as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(%s)", [wrapper.connection.info.backend_pid]
+                )
+    return wrapper
+
+
+def outcome(wrapper: BaseDatabaseWrapper) -> tuple[bool, object, bool]:
+    return (
+        wrapper.connection is None,
+        getattr(wrapper, "health_check_done", None),
+        wrapper.errors_occurred,
+    )
+
+
+@pytest.mark.parametrize(
+    "state",
+    ["young", "expired", "forever", "autocommit changed", "errors", "errors, server gone"],
+)
+@pytest.mark.usefixtures("transactional_db")
+def test_the_boundary_rule_decides_as_djangos_method(
+    state: str, branches: Branches, conn_max_age: Callable[[int], None], postgres: PostgresServer
+) -> None:
+    """Its common case is answered without calling Django's method: it must agree with it."""
+    branches("by_django", "by_us")
+    conn_max_age(600)
+    by_django = prepared("by_django", state, postgres)
+    by_us = prepared("by_us", state, postgres)
+
+    by_django.close_if_unusable_or_obsolete()
+    tracking.close_if_unusable_or_obsolete(by_us)
+
+    assert outcome(by_us) == outcome(by_django)
+    assert outcome(by_us)[0] is (state in ("expired", "autocommit changed", "errors, server gone"))
+
+
+@pytest.mark.usefixtures("transactional_db")
+def test_a_backend_that_overrides_the_method_is_asked(branches: Branches) -> None:
+    branches("custom")
+    wrapper = open_branch("custom")
+    asked: list[BaseDatabaseWrapper] = []
+
+    class Custom(type(wrapper)):  # type: ignore[misc]
+        def close_if_unusable_or_obsolete(self) -> None:
+            asked.append(self)
+
+    wrapper.__class__ = Custom
+
+    tracking.close_if_unusable_or_obsolete(wrapper)
+
+    assert asked == [wrapper]
