@@ -56,15 +56,18 @@ from branching_ops.signals import job_process_exited
 logger = logging.getLogger("branching_ops")
 
 
-def _server_status(wrapper: BaseDatabaseWrapper) -> TransactionStatus | None:
+def _server_status(wrapper: BaseDatabaseWrapper) -> int | None:
     """The server's transaction status of an open PostgreSQL connection, else None.
 
-    Only PostgreSQL reports it (psycopg 3 and psycopg2 alike); a connection of
-    another backend has no server-side status to read and nothing to cancel.
+    A :class:`~psycopg.pq.TransactionStatus` value. Only PostgreSQL reports
+    it (psycopg 3 and psycopg2 alike); a connection of another backend has no
+    server-side status to read and nothing to cancel. Read after every job on
+    every connection, so taken as libpq answers it, without converting.
     """
     if wrapper.vendor != "postgresql" or wrapper.connection is None:
         return None
-    return TransactionStatus(wrapper.connection.info.transaction_status)
+    status: int = wrapper.connection.info.transaction_status
+    return status
 
 
 def _cancel_running_query(wrapper: BaseDatabaseWrapper) -> None:
