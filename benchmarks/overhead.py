@@ -21,8 +21,10 @@ must cost what branching_ops costs, within noise and <= 1 µs.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import dataclasses
 import os
+import pstats
 import random
 import statistics
 import time
@@ -185,6 +187,32 @@ def mode_of_metrics() -> str:
     return f"multiprocess files in {directory}" if directory else "single process"
 
 
+def calls_per_request(handler: Any, requests: int = 100) -> bool:
+    """Python function calls per request, metrics off and on: the same code, or not.
+
+    A count does not vary with the machine's load, where single requests
+    vary by more than a microsecond.
+    """
+    counts = {}
+    for mode in (BRANCHING_OPS, METRICS):
+        path = use(mode)
+        profile = cProfile.Profile()
+        profile.enable()
+        for _ in range(requests):
+            get(handler, path)
+        profile.disable()
+        counts[mode] = {
+            function: calls
+            for function, (_, calls, *_) in pstats.Stats(profile).stats.items()  # type: ignore[attr-defined]
+        }
+    same = counts[BRANCHING_OPS] == counts[METRICS]
+    off, on = (sum(counts[mode].values()) / requests for mode in (BRANCHING_OPS, METRICS))
+    verdict = "the same functions: PASS" if same else "different functions: MISS"
+    print(f"\nPython function calls per request, metrics off / on: {off:.0f} / {on:.0f}")
+    print(f"  ({verdict})")
+    return same
+
+
 def report(title: str, times: dict[Mode, tuple[float, float]]) -> list[bool]:
     print(f"\n{title}  (10th percentile; median)")
     base_p10, base_median = times[PLAIN]
@@ -234,6 +262,7 @@ def main() -> int:
             f"1 branch, {args.seen} other branches visited before on the same thread:",
             measure(handler, args.rounds, args.block),
         )
+        verdicts.append(calls_per_request(handler))
         verdicts.append(per_call())
     return 0 if all(verdicts) else 1
 

@@ -113,7 +113,8 @@ def _uid(receiver: Callable[..., None]) -> str:
 def connect() -> None:
     """Start moving the metrics (idempotent)."""
     for signal, receiver in RECEIVERS:
-        signal.connect(receiver, dispatch_uid=_uid(receiver))
+        # Module functions live as long as the process: no weak reference needed.
+        signal.connect(receiver, weak=False, dispatch_uid=_uid(receiver))
 
 
 def disconnect() -> None:
