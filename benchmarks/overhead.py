@@ -28,14 +28,14 @@ from django.db import connections
 from benchmarks._database import DBNAME
 from benchmarks._database import bench_database
 from branching_ops.demo import project
+from branching_ops.demo.project import APP_ROLE
 from branching_ops.demo.project import BRANCHING_OPS
 from branching_ops.demo.project import PLAIN
-from branching_ops.demo.project import SIGNALS_ONLY
+from branching_ops.demo.project import UPSTREAM
 from branching_ops.demo.project import Mode
-from branching_ops.demo.soak import APP_ROLE
 
 TARGET = 0.03
-MODES = (PLAIN, BRANCHING_OPS, SIGNALS_ONLY)
+MODES = (PLAIN, BRANCHING_OPS, UPSTREAM)
 PERSISTENT = 600
 
 
@@ -160,7 +160,7 @@ def main() -> int:
         verdicts = report("1 branch:", measure(handler, args.rounds, args.block))
         visit_and_close(handler, args.seen)
         print(f"\ntracked aliases after visiting {args.seen} branches:")
-        for mode in (BRANCHING_OPS, SIGNALS_ONLY):
+        for mode in (BRANCHING_OPS, UPSTREAM):
             project.use_mode(mode)
             print(f"  {mode.label:<34} {mode.tracked()}")
         verdicts += report(
