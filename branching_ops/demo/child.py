@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 from types import FrameType
@@ -37,6 +38,8 @@ def parser(description: str | None) -> argparse.ArgumentParser:
 
 def configure(args: argparse.Namespace) -> project.Mode:
     """Configure Django for ``args.mode``; stop cleanly (``sys.exit``) on SIGTERM."""
+    # stdout carries the events: logs go to stderr (rq would log to stdout).
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
     mode = project.MODES[args.mode]
     project.configure(
         mode,
