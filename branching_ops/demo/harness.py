@@ -35,7 +35,7 @@ OUT_OF_SLOTS = (
 
 @dataclass(frozen=True)
 class DemoParams:
-    """Every knob of the demo; the defaults are the README's run."""
+    """Every knob of the demo; the defaults are the documented run (docs/demo.md)."""
 
     scenarios: tuple[str, ...] = ("http", "persistent", "worker", "command")
     max_connections: int = 40
@@ -164,18 +164,20 @@ class Child:
         self.log = log
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         assert process.stdout is not None
-        threading.Thread(target=self._read, args=(process.stdout,), daemon=True).start()
+        self._reader = threading.Thread(target=self._read, args=(process.stdout,), daemon=True)
+        self._reader.start()
 
     def _read(self, stdout: IO[bytes]) -> None:
         for line in stdout:
             self.events.put(json.loads(line))
 
     def next_event(self, timeout: float) -> dict[str, Any] | None:
-        """The next event, ``None`` after ``timeout``; ``RuntimeError`` if it died."""
+        """The next event, ``None`` after ``timeout``; ``RuntimeError`` once it died
+        and every event it sent has been read."""
         try:
             return self.events.get(timeout=timeout)
         except queue.Empty:
-            if self.process.poll() is not None:
+            if self.process.poll() is not None and not self._reader.is_alive():
                 self.log.seek(0)
                 output = self.log.read().decode(errors="replace")[-3000:]
                 raise RuntimeError(
@@ -211,10 +213,11 @@ def child_process(module: str, arguments: list[str]) -> Iterator[Child]:
             stderr=log,
             start_new_session=True,
         )
+        child = Child(process, log)
         try:
-            yield Child(process, log)
+            yield child
         finally:
-            stop_process(process, signal.SIGTERM, timeout=10)
+            child.stop()
             for stream in (process.stdin, process.stdout):
                 if stream is not None:
                     stream.close()
@@ -237,13 +240,20 @@ class Run:
         if self.progress is not None:
             self.progress(self.result, self.backends.latest)
 
-    def collect_outcomes(self) -> None:
-        """Record each outcome the child reports until the run's total is reached."""
+    def collect_outcomes(self, silence: float = 120) -> None:
+        """Record each outcome the child reports until the run's total is reached.
+
+        ``TimeoutError`` if the child says nothing for ``silence`` seconds.
+        """
+        last_news = time.monotonic()
         while self.result.done < self.result.total:
             event = self.child.next_event(0.1)
             if event is not None:
                 self.result.record(event["error"], self.backends.elapsed())
                 self.result.tracked_aliases = event["tracked"]
+                last_news = time.monotonic()
+            elif time.monotonic() - last_news > silence:
+                raise TimeoutError(f"A demo process reported nothing for {silence:g} s.")
             self.show_progress()
 
     def finish(self) -> None:
