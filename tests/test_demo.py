@@ -127,7 +127,8 @@ def test_every_scenario_shows_what_the_picture_claims(tmp_path: Path, demo_tmp: 
         upstream = runs[scenario, "upstream"]
         assert upstream["too_many_clients"] > 0, scenario
         assert upstream["final_backends"] > THREADS, scenario
-    assert runs["command", "upstream"]["ok"] == runs["command", "plain"]["ok"] == RUNS - 1
+        # It fails once the server is full, not from the start.
+        assert 0 < upstream["ok"] < upstream["total"], scenario
 
     assert list(demo_tmp.iterdir()) == []  # the servers' files are gone
 

@@ -4,14 +4,14 @@ Like a scheduler, a shell session or a test suite does: each run works on a
 few branches. Plain Django and the upstream fix run a ``BaseCommand``
 (nothing of the upstream fix runs in commands); branching_ops runs the same
 command as a ``BranchCommand``. The process stays up after the last run,
-holding whatever the runs left open, until SIGTERM.
+holding whatever the runs left open, until SIGTERM (or until the demo is
+gone: its stdin closes).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import signal
 import sys
 import time
 from typing import Any
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             child.emit_outcome(None)
         time.sleep(PAUSE)
-    signal.pause()
+    sys.stdin.read()  # until SIGTERM, or the demo is gone
 
 
 if __name__ == "__main__":
