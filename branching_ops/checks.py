@@ -1,7 +1,12 @@
-"""System checks; ids ``branching_ops.E001`` and up, ``branching_ops.W001`` and up."""
+"""System checks; ids ``branching_ops.E001`` and up, ``branching_ops.W001`` and up.
+
+None of them is tagged ``database``: they read settings and never connect, and
+Django 6.1 runs ``database``-tagged checks only when ``check --database`` is given.
+"""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +18,7 @@ from django.core.checks import Error
 from django.core.checks import Tags
 from django.core.checks import Warning
 from django.core.checks import register
+from django.utils.module_loading import import_string
 
 from branching_ops.conf import DEFAULTS
 from branching_ops.conf import conf
@@ -22,7 +28,7 @@ from branching_ops.databases import BranchDatabases
 DUMMY_ENGINE = "django.db.backends.dummy"
 
 
-@register(Tags.database, Tags.compatibility)
+@register(Tags.compatibility)
 def check_databases(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
     databases = settings.DATABASES
     if not isinstance(databases, BranchDatabases) or "default" not in databases:
@@ -186,7 +192,7 @@ def check_search_path_settings(
 # a settings module that builds a BranchDatabases has imported that.
 
 
-@register(Tags.database, Tags.compatibility)
+@register(Tags.compatibility)
 def check_default_database(
     app_configs: Sequence[AppConfig] | None, **kwargs: Any
 ) -> list[CheckMessage]:
@@ -228,3 +234,33 @@ def check_installed(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> l
             id="branching_ops.E031",
         )
     ]
+
+
+@register(Tags.compatibility)
+def check_worker_class(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    """``BranchSpawnWorker`` on an rq whose job process would run none of its hooks."""
+    path = getattr(settings, "RQ", {}).get("WORKER_CLASS")
+    try:
+        worker_class = import_string(path) if isinstance(path, str) else None
+    except ImportError:
+        return []  # django-rq reports a class it cannot import.
+    # A subclass of ours has imported our workers module (and so rq); any
+    # other class has not, and must not make this check import rq.
+    workers = sys.modules.get("branching_ops.workers")
+    if (
+        workers is not None
+        and isinstance(worker_class, type)
+        and issubclass(worker_class, workers.BranchSpawnWorker)
+        and not workers.SPAWN_SUPPORTED
+    ):
+        return [
+            Error(
+                f"RQ['WORKER_CLASS'] is {path!r}: {workers.SPAWN_UNSUPPORTED}",
+                hint="Upgrade to rq >= 3, or set RQ['WORKER_CLASS'] to "
+                "'branching_ops.workers.BranchWorker'.",
+                id="branching_ops.E032",
+            )
+        ]
+    return []
