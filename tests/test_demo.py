@@ -36,7 +36,7 @@ MAX_CONNECTIONS = 12
 RUNS = 3
 RESULT_KEYS = {
     "scenario", "mode", "label", "unit", "total", "ok", "failed", "too_many_clients",
-    "peak_backends", "final_backends", "tracked_aliases", "seconds", "errors",
+    "peak_backends", "final_backends", "tracked_aliases", "rss_mb", "seconds", "errors",
     "timeline", "failures",
 }  # fmt: skip
 PROGRESS_LINE = re.compile(

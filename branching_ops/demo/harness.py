@@ -62,6 +62,7 @@ class RunResult:
     peak_backends: int = 0
     final_backends: int = 0
     tracked_aliases: int | None = None
+    rss_mb: float | None = None
     seconds: float = 0.0
     errors: dict[str, int] = field(default_factory=dict)
     timeline: list[tuple[float, int]] = field(default_factory=list)
@@ -257,5 +258,18 @@ class Run:
             self.show_progress()
 
     def finish(self) -> None:
-        """The work is over: count what is left open."""
+        """The work is over: count what is left open, and the process's memory."""
         self.result.final_backends = self.backends.settle()
+        self.result.rss_mb = _rss_mb(self.child.process.pid)
+
+
+def _rss_mb(pid: int) -> float | None:
+    """Resident memory of process ``pid`` (Linux ``/proc``; ``None`` elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None

@@ -59,6 +59,7 @@ def table(results: Sequence[RunResult]) -> str:
         "peak backends",
         "left open",
         "tracked aliases",
+        "RSS MB",
         "seconds",
     )
     rows = [header] + [
@@ -70,6 +71,7 @@ def table(results: Sequence[RunResult]) -> str:
             str(r.peak_backends),
             str(r.final_backends),
             "-" if r.tracked_aliases is None else str(r.tracked_aliases),
+            "-" if r.rss_mb is None else f"{r.rss_mb:.1f}",
             f"{r.seconds:.1f}",
         )
         for r in results
