@@ -86,7 +86,9 @@ def main() -> int:
 
     verdict = True
     header = f"{'mode':<34} {'visited':>9} {'RSS growth MB':>14} {'tracked':>8} {'µs/visit':>9}"
-    with bench_database() as server:
+    visited = max(args.branches, args.never_untrack_branches)
+    names = [*(f"warm_up_{n}" for n in range(WARM_UP)), *(f"b{n}" for n in range(visited))]
+    with bench_database(names) as server:
         print(header)
         for mode, count in (
             (BRANCHING_OPS, args.branches),

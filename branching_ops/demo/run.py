@@ -46,13 +46,7 @@ def _create_database(server: PostgresServer, branches: int) -> None:
                 sql.Identifier(DBNAME), sql.Identifier(APP_ROLE)
             )
         )
-    with server.connect(DBNAME) as admin, admin.transaction():
-        for number in range(branches):
-            admin.execute(
-                sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(
-                    sql.Identifier(f"b{number}"), sql.Identifier(APP_ROLE)
-                )
-            )
+    server.create_schemas(DBNAME, [f"b{number}" for number in range(branches)], owner=APP_ROLE)
 
 
 @contextlib.contextmanager

@@ -16,12 +16,15 @@ import signal
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Iterable
 from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from branching_ops.databases import APPLICATION_NAME_MARKER
 from branching_ops.testing._process import free_port
@@ -181,6 +184,40 @@ class PostgresServer:
         application has exhausted ``max_connections``.
         """
         return psycopg.connect(self.conninfo(dbname), autocommit=True)
+
+    def create_schemas(self, dbname: str, names: Iterable[str], *, owner: str) -> None:
+        """An empty schema per name in ``dbname``, owned by ``owner``, as ``branch_create`` makes.
+
+        A branch connection refuses a schema that does not exist (it would
+        search ``public`` in its place): tests and benchmarks create the
+        branches they use. Committed at once, so other sessions see them.
+        """
+        owner_name = sql.Identifier(owner)
+        self._run_in_batches(
+            dbname,
+            [
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(
+                    sql.Identifier(name), owner_name
+                )
+                for name in names
+            ],
+        )
+
+    def drop_schemas(self, dbname: str, names: Iterable[str]) -> None:
+        """Drop the schemas (those that exist) and everything in them."""
+        self._run_in_batches(
+            dbname,
+            [
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name))
+                for name in names
+            ],
+        )
+
+    def _run_in_batches(self, dbname: str, statements: Sequence[sql.Composable]) -> None:
+        """Few round trips, and few enough locks per transaction for the lock table."""
+        with self.connect(dbname) as admin:
+            for start in range(0, len(statements), 100):
+                admin.execute(sql.SQL("; ").join(statements[start : start + 100]))
 
     def branch_application_names(
         self, monitor: psycopg.Connection[tuple[object, ...]], dbname: str
