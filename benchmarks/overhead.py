@@ -10,15 +10,23 @@ the mode's receivers at ``CONN_MAX_AGE=0``; by hand in plain Django, which
 would otherwise leak them), and the same measurement runs again: cleanup
 must cost O(open connections), not O(branches ever seen).
 
+One more mode, ``branching_ops + metrics``, is branching_ops with the
+receivers of ``branching_ops.metrics`` connected (needs the ``metrics``
+extra): a request that opens or closes no connection sends no signal, so it
+must cost what branching_ops costs, within noise and <= 1 µs.
+
     python -m benchmarks.overhead [--rounds 500] [--block 10] [--seen 1000]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import statistics
 import time
 import timeit
+from collections.abc import Callable
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
@@ -27,6 +35,7 @@ from django.db import connections
 
 from benchmarks._database import DBNAME
 from benchmarks._database import bench_database
+from branching_ops import signals
 from branching_ops.demo import project
 from branching_ops.demo.project import BRANCHING_OPS
 from branching_ops.demo.project import PLAIN
@@ -35,8 +44,22 @@ from branching_ops.demo.project import Mode
 from branching_ops.demo.soak import APP_ROLE
 
 TARGET = 0.03
-MODES = (PLAIN, BRANCHING_OPS, SIGNALS_ONLY)
+METRICS_TARGET_US = 1.0
+METRICS = dataclasses.replace(BRANCHING_OPS, name="metrics", label="branching_ops + metrics")
+MODES = (PLAIN, BRANCHING_OPS, SIGNALS_ONLY, METRICS)
 PERSISTENT = 600
+
+
+def use(mode: Mode) -> str:
+    """Switch to ``mode``; the path of its branch (METRICS shares branching_ops's)."""
+    from branching_ops.metrics import exporter
+
+    project.use_mode(BRANCHING_OPS if mode is METRICS else mode)
+    if mode is METRICS:
+        exporter.connect()
+    else:
+        exporter.disconnect()
+    return f"/branch/bench_{BRANCHING_OPS.name if mode is METRICS else mode.name}/"
 
 
 def get(handler: Any, path: str) -> int:
@@ -66,13 +89,11 @@ def measure(handler: Any, rounds: int, block: int) -> dict[Mode, tuple[float, fl
     """
     samples: dict[Mode, list[int]] = {mode: [] for mode in MODES}
     for mode in MODES:  # open each mode's branch connection before timing
-        project.use_mode(mode)
-        assert get(handler, f"/branch/bench_{mode.name}/") == 200
+        assert get(handler, use(mode)) == 200
     for round_ in range(rounds):
         shift = round_ % len(MODES)
         for mode in MODES[shift:] + MODES[:shift]:
-            project.use_mode(mode)
-            path = f"/branch/bench_{mode.name}/"
+            path = use(mode)
             for _ in range(block):
                 start = time.perf_counter_ns()
                 status = get(handler, path)
@@ -91,7 +112,7 @@ def visit_and_close(handler: Any, seen: int) -> None:
     default["CONN_MAX_AGE"] = 0  # copied into the branches created from now on
     try:
         for mode in MODES:
-            project.use_mode(mode)
+            use(mode)
             for number in range(seen):
                 name = f"seen_{mode.name}_{number}"
                 assert get(handler, f"/branch/{name}/") == 200
@@ -101,13 +122,39 @@ def visit_and_close(handler: Any, seen: int) -> None:
         default["CONN_MAX_AGE"] = PERSISTENT
 
 
-def per_call(repeat: int = 20_000) -> None:
-    """What one request boundary costs each cleanup, for one open connection."""
+def per_call(repeat: int = 20_000) -> bool:
+    """What one request boundary costs each cleanup, for one open connection.
+
+    Returns the metrics' verdict: a request that opens and closes nothing
+    runs no more code with them on, so the cleanup at its boundaries must
+    cost the same, within ``METRICS_TARGET_US``. Alternated best-of figures
+    hold still where single requests (hundreds of µs) vary by more.
+    """
     from django.db import close_old_connections
 
     from branching_ops.tracking import close_old_branch_connections
 
-    project.use_mode(BRANCHING_OPS)
+    def best(function: Callable[[], object]) -> float:
+        return min(timeit.repeat(function, number=repeat, repeat=5)) / repeat * 1e6
+
+    def off_and_on(function: Callable[[], object]) -> tuple[float, float]:
+        """Best of 5 with the metrics off and on, alternating, so load hits both alike."""
+        times: dict[Mode, list[float]] = {BRANCHING_OPS: [], METRICS: []}
+        for _ in range(5):
+            for mode in times:
+                use(mode)
+                times[mode].append(timeit.timeit(function, number=repeat) / repeat * 1e6)
+        return min(times[BRANCHING_OPS]), min(times[METRICS])
+
+    def one_connection() -> None:
+        """The signals of one branch connection's life: what metrics cost per connection."""
+        alias = "schema_bench_events"
+        signals.branch_alias_tracked.send_robust(sender=None, alias=alias)
+        signals.branch_connection_opened.send_robust(sender=None, alias=alias)
+        signals.branch_connection_closed.send_robust(sender=None, alias=alias, reason="obsolete")
+        signals.branch_alias_untracked.send_robust(sender=None, alias=alias)
+
+    use(BRANCHING_OPS)
     connections["default"].ensure_connection()
     assert BRANCHING_OPS.tracked() == 1
     print("\none call at a request boundary, one open persistent connection (best of 5):")
@@ -115,9 +162,24 @@ def per_call(repeat: int = 20_000) -> None:
         ("Django's close_old_connections() (its 1 alias)", close_old_connections),
         ("close_old_branch_connections() (1 branch)", close_old_branch_connections),
     ):
-        best = min(timeit.repeat(function, number=repeat, repeat=5)) / repeat * 1e6
-        print(f"  {label:<50} {best:6.2f} µs")
+        print(f"  {label:<50} {best(function):6.2f} µs")
+    off, on = off_and_on(close_old_branch_connections)
+    verdict = on - off <= METRICS_TARGET_US
+    print(
+        f"  {'the same, metrics off / on':<50} {off:6.2f} / {on:.2f} µs  (target: ≤ "
+        f"{METRICS_TARGET_US:g} µs more: {'PASS' if verdict else 'MISS'})"
+    )
+    off, on = off_and_on(one_connection)
+    print(f"\nthe 4 signals of one branch connection's life ({mode_of_metrics()}):")
+    print(f"  {'metrics off (no receiver) / on':<50} {off:6.2f} / {on:.2f} µs")
+    use(BRANCHING_OPS)
     connections["default"].close()
+    return verdict
+
+
+def mode_of_metrics() -> str:
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    return f"multiprocess files in {directory}" if directory else "single process"
 
 
 def report(title: str, times: dict[Mode, tuple[float, float]]) -> list[bool]:
@@ -133,6 +195,8 @@ def report(title: str, times: dict[Mode, tuple[float, float]]) -> list[bool]:
                 verdicts.append(ratio <= TARGET)
                 line += f"  (target ≤ {TARGET:.0%}: {'PASS' if ratio <= TARGET else 'MISS'})"
         print(line)
+    added = times[METRICS][0] - times[BRANCHING_OPS][0]
+    print(f"  metrics on vs off: {added:+.1f} µs per request (10th percentile; see per call)")
     return verdicts
 
 
@@ -169,7 +233,7 @@ def main() -> int:
             f"1 branch, {args.seen} other branches visited before on the same thread:",
             measure(handler, args.rounds, args.block),
         )
-        per_call()
+        verdicts.append(per_call())
     return 0 if all(verdicts) else 1
 
 

@@ -17,9 +17,13 @@ in-process pair runs with ``CONN_MAX_AGE=60``, so that both workers reuse
 their connections and the ratio measures the per-job hooks; with
 ``CONN_MAX_AGE=0`` ``BranchSimpleWorker`` reconnects for every job (as
 Django does for every request) while ``rq.SimpleWorker`` never closes
-anything, and that figure is printed too, as what correctness costs. Last,
-the cost of the hooks themselves, with one and with ``--branches`` branch
-connections held.
+anything, and that figure is printed too, as what correctness costs. Then
+the same worker with the metrics of ``branching_ops.metrics`` off and on,
+at ``CONN_MAX_AGE=0`` (each job opens and closes a connection: the signals
+and the files' writes; a forked job process also creates its own files), in
+multiprocess mode (a temporary ``PROMETHEUS_MULTIPROC_DIR`` unless one is
+set). Last, the cost of the hooks themselves, with one and with
+``--branches`` branch connections held.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -46,6 +51,7 @@ class Pair:
     ours: str
     conn_max_age: int
     target: float | None
+    metrics: bool = False  # the same worker both sides: metrics off (baseline), on (ours)
 
 
 PAIRS = [
@@ -57,6 +63,22 @@ PAIRS = [
         "branching_ops.workers.BranchSimpleWorker",
         0,
         None,
+    ),
+    Pair(
+        "forking, metrics",
+        "branching_ops.workers.BranchWorker",
+        "branching_ops.workers.BranchWorker",
+        0,
+        None,
+        metrics=True,
+    ),
+    Pair(
+        "in-process, metrics",
+        "branching_ops.workers.BranchSimpleWorker",
+        "branching_ops.workers.BranchSimpleWorker",
+        0,
+        None,
+        metrics=True,
     ),
 ]
 
@@ -74,7 +96,9 @@ def main() -> None:
     with (
         running_postgres(max_connections=args.branches + 20) as postgres,
         running_redis() as redis,
+        tempfile.TemporaryDirectory() as multiproc_dir,
     ):
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", multiproc_dir)
         with postgres.connect() as setup:
             setup.execute("CREATE ROLE app LOGIN")
             setup.execute(f"CREATE DATABASE {DBNAME} OWNER app")
@@ -96,13 +120,22 @@ def main() -> None:
                 continue
             rates, ratio = measure(pair, redis.client(), args.jobs, args.chunk, args.branches)
             target = f" (target >= {pair.target})" if pair.target else ""
+            baseline, ours = pair.baseline.rsplit(".", 1)[-1], pair.ours.rsplit(".", 1)[-1]
+            if pair.metrics:
+                baseline, ours = "metrics off", "metrics on"
             print(
-                f"{pair.label:28} {pair.baseline:16} {rates[pair.baseline]:7.1f} jobs/s   "
-                f"{pair.ours.rsplit('.', 1)[1]:18} {rates[pair.ours]:7.1f} jobs/s   "
+                f"{pair.label:28} {baseline:18} {rates['baseline']:7.1f} jobs/s   "
+                f"{ours:18} {rates['ours']:7.1f} jobs/s   "
                 f"median ratio {ratio:.3f}{target}"
             )
         for held in (1, args.branches):
             print(f"hooks of one job, {held:3} branch connections held: {hook_cost(held):6.1f} us")
+        in_worker, in_job_process, mark_dead = metrics_cost()
+        print(
+            "metrics of one job's connection (median): "
+            f"{in_worker:.1f} us in a worker process, {in_job_process:.1f} us in a new job "
+            f"process (its files created), {mark_dead:.1f} us to mark that process dead"
+        )
 
 
 def measure(
@@ -116,27 +149,86 @@ def measure(
 
     settings.DATABASES["default"]["CONN_MAX_AGE"] = pair.conn_max_age
     queue = Queue("bench", connection=connection)
-    elapsed = dict.fromkeys([pair.baseline, pair.ours], 0.0)
+    elapsed = dict.fromkeys(["baseline", "ours"], 0.0)
     ratios = []
     for round_ in range(jobs // chunk):
         seconds = {}
-        order = [pair.baseline, pair.ours] if round_ % 2 == 0 else [pair.ours, pair.baseline]
-        for path in order:
+        order = ["baseline", "ours"] if round_ % 2 == 0 else ["ours", "baseline"]
+        for side in order:
+            path = pair.baseline if side == "baseline" else pair.ours
+            if pair.metrics:
+                switch_metrics(on=side == "ours")
             connection.flushdb()
             for i in range(chunk):
                 queue.enqueue("tests.project.jobs.touch_branch", f"bench{i % branches}")
             worker = import_attribute(path)([queue], connection=connection)
             start = time.perf_counter()
             worker.work(burst=True, logging_level="WARNING")
-            seconds[path] = time.perf_counter() - start
-            elapsed[path] += seconds[path]
+            seconds[side] = time.perf_counter() - start
+            elapsed[side] += seconds[side]
             # Every job finished: none failed, none left.
             failed = FailedJobRegistry(queue=queue).count
             if failed or queue.count:
                 raise SystemExit(f"{path}: {failed} jobs failed, {queue.count} left")
-        ratios.append(seconds[pair.baseline] / seconds[pair.ours])
-    rates = {path: chunk * (jobs // chunk) / total for path, total in elapsed.items()}
+        ratios.append(seconds["baseline"] / seconds["ours"])
+    if pair.metrics:
+        switch_metrics(on=False)
+    rates = {side: chunk * (jobs // chunk) / total for side, total in elapsed.items()}
     return rates, statistics.median(ratios)
+
+
+def metrics_cost(forks: int = 200) -> tuple[float, float, float]:
+    """Microseconds the 4 signals of one connection cost with the metrics on (medians).
+
+    In a long-lived worker process they update its files; in a job process
+    just forked, the first one creates the process's own files first. The
+    child first touches its whole heap (``gc.collect()``), so the
+    copy-on-write faults any job pays are not counted.
+    """
+    import gc
+
+    from branching_ops import signals
+    from branching_ops.metrics import exporter
+
+    def one_connection() -> float:
+        alias = "schema_bench_events"
+        start = time.perf_counter()
+        signals.branch_alias_tracked.send_robust(sender=None, alias=alias)
+        signals.branch_connection_opened.send_robust(sender=None, alias=alias)
+        signals.branch_connection_closed.send_robust(sender=None, alias=alias, reason="obsolete")
+        signals.branch_alias_untracked.send_robust(sender=None, alias=alias)
+        return (time.perf_counter() - start) * 1e6
+
+    exporter.connect()
+
+    in_worker = statistics.median(one_connection() for _ in range(forks))
+    in_job_process, mark_dead = [], []
+    for _ in range(forks):
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            gc.collect()
+            os.write(write_end, str(one_connection()).encode())
+            os._exit(0)
+        os.close(write_end)
+        in_job_process.append(float(os.read(read_end, 64)))
+        os.close(read_end)
+        os.waitpid(pid, 0)
+        start = time.perf_counter()
+        signals.job_process_exited.send_robust(sender=None, pid=pid)
+        mark_dead.append((time.perf_counter() - start) * 1e6)
+    exporter.disconnect()
+    return in_worker, statistics.median(in_job_process), statistics.median(mark_dead)
+
+
+def switch_metrics(*, on: bool) -> None:
+    """Connect or disconnect the receivers of ``branching_ops.metrics``."""
+    from branching_ops.metrics import exporter
+
+    if on:
+        exporter.connect()
+    else:
+        exporter.disconnect()
 
 
 def hook_cost(held: int) -> float:

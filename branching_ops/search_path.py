@@ -39,6 +39,15 @@ class SearchPathError(ImproperlyConfigured):
     ever runs on the wrong schema.
     """
 
+    kind = "search_path_mismatch"
+    """Names the failure for ``branch_connection_failed`` and metrics; subclasses set theirs."""
+
+
+class SearchPathRefused(SearchPathError):
+    """A connection pooler refused the branch's ``search_path`` startup option."""
+
+    kind = "pooler_refused"
+
 
 class BranchDoesNotExist(SearchPathError, OperationalError):
     """The branch's schema does not exist on the database the connection reached.
@@ -52,6 +61,8 @@ class BranchDoesNotExist(SearchPathError, OperationalError):
     answers "database unavailable" (``except DatabaseError``) answers a
     missing branch the same way.
     """
+
+    kind = "missing_schema"
 
 
 def _schemas(search_path: str) -> list[str]:
@@ -182,7 +193,7 @@ def startup_rejected_error(alias: str, options: dict[str, Any], exc: Exception) 
         return exc
     match = _SERVER_MESSAGE_RE.search(message)
     said = match[1].strip() if match else message.strip()
-    return SearchPathError(
+    return SearchPathRefused(
         f"Branch connection {alias!r} was refused: the server said {said!r}. A connection "
         "pooler in front of PostgreSQL does not accept the branch's search_path as a "
         "startup option (PgBouncer before 1.20, or without track_extra_parameters = "

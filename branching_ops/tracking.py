@@ -24,6 +24,7 @@ import logging
 from collections.abc import Callable
 from collections.abc import Collection
 from typing import Any
+from typing import TypeAlias
 
 from asgiref.local import Local
 from django.db import connections
@@ -32,17 +33,24 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from branching_ops import pools
 from branching_ops.conf import conf
+from branching_ops.signals import branch_alias_tracked
+from branching_ops.signals import branch_alias_untracked
 from branching_ops.signals import branch_connection_closed
+from branching_ops.signals import branch_connection_opened
 
 logger = logging.getLogger("branching_ops")
 
 _state = Local(thread_critical=True)
 
+# Alias -> the wrapper class it connected with (branch_connection_opened was
+# sent, branch_connection_closed is owed), or None before it connects.
+_TrackedAliases: TypeAlias = dict[str, type[BaseDatabaseWrapper] | None]
 
-def _tracked() -> dict[str, None]:
+
+def _tracked() -> _TrackedAliases:
     """This thread's tracked aliases, least recently used first."""
     try:
-        aliases: dict[str, None] = _state.aliases
+        aliases: _TrackedAliases = _state.aliases
     except AttributeError:
         aliases = _state.aliases = {}
     return aliases
@@ -67,6 +75,7 @@ def track(alias: str) -> None:
     aliases[alias] = None
     pools.retain(alias)
     logger.debug("Tracking branch connection %s.", alias)
+    branch_alias_tracked.send_robust(sender=None, alias=alias)
 
 
 def tracked_aliases() -> list[str]:
@@ -117,8 +126,12 @@ def on_connection_created(
     alias = connection.alias
     if alias not in aliases:
         return
-    aliases[alias] = aliases.pop(alias)
+    opened_before = aliases.pop(alias)
+    aliases[alias] = type(connection)
     logger.debug("Opened branch connection %s.", alias)
+    if opened_before is not None:  # other code closed its previous connection
+        branch_connection_closed.send_robust(sender=opened_before, alias=alias, reason="external")
+    branch_connection_opened.send_robust(sender=type(connection), alias=alias)
     cap = conf.MAX_CONNECTIONS_PER_THREAD
     if cap is None:
         return
@@ -137,7 +150,7 @@ class _UseRecorder:
 
     __slots__ = ("alias", "order")
 
-    def __init__(self, order: dict[str, None], alias: str) -> None:
+    def __init__(self, order: _TrackedAliases, alias: str) -> None:
         self.order = order
         self.alias = alias
 
@@ -149,7 +162,7 @@ class _UseRecorder:
         return execute(sql, params, many, context)
 
 
-def _make_room(aliases: dict[str, None], limit: int, keep: str | None = None) -> None:
+def _make_room(aliases: _TrackedAliases, limit: int, keep: str | None = None) -> None:
     """Close least recently used idle connections until at most ``limit`` are open.
 
     ``keep`` is never closed. A connection inside ``atomic()`` is busy: when
@@ -192,7 +205,7 @@ def _close_tracked(
         wrapper = stored_wrapper(alias)
         if wrapper is None:
             # Dropped by someone else (``del connections[alias]``): nothing to close.
-            _untrack(aliases, alias, None, "dropped")
+            _untrack(aliases, alias, None, "dropped", "external")
             continue
         if wrapper.connection is not None and reason == "obsolete" and wrapper.in_atomic_block:
             logger.info("Kept branch connection %s open: it is inside an atomic block.", alias)
@@ -202,7 +215,7 @@ def _close_tracked(
 
 
 def _close(
-    aliases: dict[str, None],
+    aliases: _TrackedAliases,
     alias: str,
     wrapper: BaseDatabaseWrapper,
     close: Callable[[BaseDatabaseWrapper], None],
@@ -223,18 +236,19 @@ def _close(
         logger.debug("Closed branch connection %s (%s).", alias, reason)
     # Closed (or never opened): forget the wrapper, so memory follows the
     # branches a thread has open, not every branch it ever saw.
-    _untrack(aliases, alias, wrapper, reason)
-    if was_open:
-        # A failing receiver (a metrics exporter) must not stop cleanup;
-        # Django logs its exception to the "django.dispatch" logger.
-        branch_connection_closed.send_robust(sender=type(wrapper), alias=alias, reason=reason)
+    _untrack(aliases, alias, wrapper, reason, reason if was_open else "external")
     return was_open
 
 
 def _untrack(
-    aliases: dict[str, None], alias: str, wrapper: BaseDatabaseWrapper | None, reason: str
+    aliases: _TrackedAliases,
+    alias: str,
+    wrapper: BaseDatabaseWrapper | None,
+    reason: str,
+    closed_reason: str,
 ) -> None:
-    del aliases[alias]
+    """Forget ``alias``; ``closed_reason`` is sent if its connection had opened."""
+    opened_as = aliases.pop(alias)
     if wrapper is not None:
         del connections[alias]
     # Django remembers, per process, every alias whose server version it
@@ -242,3 +256,8 @@ def _untrack(
     RAN_DB_VERSION_CHECK.discard(alias)
     pools.release(alias, wrapper)
     logger.debug("Untracked branch connection %s (%s).", alias, reason)
+    # A failing receiver (a metrics exporter) must not stop cleanup; Django
+    # logs its exception to the "django.dispatch" logger.
+    if opened_as is not None:
+        branch_connection_closed.send_robust(sender=opened_as, alias=alias, reason=closed_reason)
+    branch_alias_untracked.send_robust(sender=None, alias=alias)

@@ -51,6 +51,7 @@ from rq.worker import SimpleWorker
 from rq.worker import SpawnWorker
 from rq.worker import Worker
 
+from branching_ops.signals import job_process_exited
 from branching_ops.tracking import close_branch_connections
 from branching_ops.tracking import close_old_branch_connections
 from branching_ops.tracking import stored_wrapper
@@ -190,6 +191,12 @@ class BranchWorker(BranchJobMixin, Worker):
     def fork_work_horse(self, job: Job, queue: Queue) -> None:
         close_all_connections()
         super().fork_work_horse(job, queue)
+
+    def wait_for_horse(self) -> tuple[int | None, int | None, Any]:
+        pid, status, rusage = super().wait_for_horse()
+        if pid:  # also after a kill: say so, state kept per process goes with it
+            job_process_exited.send_robust(sender=type(self), pid=pid)
+        return pid, status, rusage
 
 
 SPAWN_SUPPORTED = hasattr(SpawnWorker, "_dump_worker_config")

@@ -16,12 +16,22 @@ from typing import Any
 from django.db.backends.postgresql import base
 
 from branching_ops.search_path import SEARCH_PATH_OPTIONS
+from branching_ops.search_path import SearchPathError
 from branching_ops.search_path import apply_search_path
 from branching_ops.search_path import branch_schema_searched
 from branching_ops.search_path import startup_rejected_error
+from branching_ops.signals import branch_connection_failed
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
+    def connect(self) -> None:
+        try:
+            super().connect()
+        except SearchPathError as error:
+            # Every refused or wrong-schema branch connection passes here, once.
+            branch_connection_failed.send_robust(sender=type(self), alias=self.alias, error=error)
+            raise
+
     def get_connection_params(self) -> dict[str, Any]:
         params: dict[str, Any] = super().get_connection_params()
         for key in SEARCH_PATH_OPTIONS:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.apps import apps
 from django.urls import path
 
 from tests.project import views
@@ -18,3 +19,8 @@ urlpatterns = [
     path("count_t/<str:name>/", views.count_t),
     path("stream/<str:name>/", views.stream_in_transaction),
 ]
+
+if apps.is_installed("branching_ops.metrics"):
+    from tests.project.metrics import metrics
+
+    urlpatterns.append(path("metrics", metrics))
