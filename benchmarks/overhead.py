@@ -40,16 +40,16 @@ from benchmarks._database import DBNAME
 from benchmarks._database import bench_database
 from branching_ops import signals
 from branching_ops.demo import project
+from branching_ops.demo.project import APP_ROLE
 from branching_ops.demo.project import BRANCHING_OPS
 from branching_ops.demo.project import PLAIN
-from branching_ops.demo.project import SIGNALS_ONLY
+from branching_ops.demo.project import UPSTREAM
 from branching_ops.demo.project import Mode
-from branching_ops.demo.soak import APP_ROLE
 
 TARGET = 0.03
 METRICS_TARGET_US = 1.0
 METRICS = dataclasses.replace(BRANCHING_OPS, name="metrics", label="branching_ops + metrics")
-MODES = (PLAIN, BRANCHING_OPS, SIGNALS_ONLY, METRICS)
+MODES = (PLAIN, BRANCHING_OPS, UPSTREAM, METRICS)
 PERSISTENT = 600
 
 
@@ -238,7 +238,9 @@ def main() -> int:
     parser.add_argument("--seen", type=int, default=1000, help="branches seen before")
     args = parser.parse_args()
 
-    with bench_database() as server:
+    names = [f"bench_{mode.name}" for mode in MODES]
+    names += [f"seen_{mode.name}_{n}" for mode in MODES for n in range(args.seen)]
+    with bench_database(names) as server:
         project.configure(
             PLAIN,
             host=server.host,
@@ -255,7 +257,7 @@ def main() -> int:
         verdicts = report("1 branch:", measure(handler, args.rounds, args.block))
         visit_and_close(handler, args.seen)
         print(f"\ntracked aliases after visiting {args.seen} branches:")
-        for mode in (BRANCHING_OPS, SIGNALS_ONLY):
+        for mode in (BRANCHING_OPS, UPSTREAM):
             project.use_mode(mode)
             print(f"  {mode.label:<34} {mode.tracked()}")
         verdicts += report(

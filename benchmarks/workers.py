@@ -102,6 +102,7 @@ def main() -> None:
         with postgres.connect() as setup:
             setup.execute("CREATE ROLE app LOGIN")
             setup.execute(f"CREATE DATABASE {DBNAME} OWNER app")
+        postgres.create_schemas(DBNAME, [f"bench{i}" for i in range(args.branches)], owner="app")
         os.environ.update(
             DJANGO_SETTINGS_MODULE="tests.project.settings",
             BRANCHING_OPS_TEST_PGHOST=postgres.host,

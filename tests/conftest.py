@@ -71,6 +71,31 @@ def branch_backends(postgres: PostgresServer, transactional_db: None) -> Iterato
     backends.close()
 
 
+Branches = Callable[..., None]
+
+
+@pytest.fixture
+def branches(postgres: PostgresServer, django_db_setup: None) -> Iterator[Branches]:
+    """``branches("a", "b", ...)``: a real, empty schema for each branch a test connects to.
+
+    A branch connection refuses a schema that does not exist (it would
+    search ``public`` in its place), so the test creates the ones it uses,
+    as ``branch_create`` would: committed (branch connections are other
+    sessions) and owned by the application role. They go after the test.
+    """
+    dbname = str(connections["default"].settings_dict["NAME"])
+    created: list[str] = []
+
+    def create(*names: str) -> None:
+        postgres.create_schemas(dbname, names, owner=APP_ROLE)
+        created.extend(names)
+
+    yield create
+    if created:
+        close_branch_connections()
+        postgres.drop_schemas(dbname, created)
+
+
 @pytest.fixture
 def conn_max_age(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
     """Set CONN_MAX_AGE of ``default`` (and so of branches created from now on)."""

@@ -7,10 +7,14 @@ from django.db.backends.base.base import RAN_DB_VERSION_CHECK
 
 from branching_ops.tracking import close_branch_connections
 from tests.backends import BranchBackends
+from tests.conftest import Branches
 
 
-def test_closing_forgets_the_server_version_check(branch_backends: BranchBackends) -> None:
+def test_closing_forgets_the_server_version_check(
+    branch_backends: BranchBackends, branches: Branches
+) -> None:
     """Django adds every alias it connects to a process-wide set, forever."""
+    branches("versioned")
     with connections["schema_versioned"].cursor() as cursor:
         cursor.execute("SELECT 1")
     assert "schema_versioned" in RAN_DB_VERSION_CHECK

@@ -207,11 +207,11 @@ def test_receivers_move_the_metrics(figures: Callable[[], Figures]) -> None:
         "branching_ops_branch_connections_opened_total": 2,
         "branching_ops_branch_connections_closed_total{reason=obsolete}": 2,
     }
-    assert set(after.errors) >= {"search_path_mismatch", "pooler_refused"}  # from 0 on
+    assert set(after.errors) >= {"search_path_mismatch", "pooler_refused", "missing_schema"}
     assert set(after.closed) <= set(exporter.CLOSE_REASONS)
 
 
-@pytest.mark.parametrize("kind", ["search_path_mismatch", "pooler_refused"])
+@pytest.mark.parametrize("kind", ["search_path_mismatch", "pooler_refused", "missing_schema"])
 def test_a_refused_connection_counts_as_an_error_not_a_connection(
     kind: str,
     request: pytest.FixtureRequest,
@@ -223,8 +223,9 @@ def test_a_refused_connection_counts_as_an_error_not_a_connection(
     if kind == "pooler_refused":  # PgBouncer refuses the search_path startup option
         bouncer = request.getfixturevalue("strict")
         reroute_branches(HOST=bouncer.host, PORT=str(bouncer.port))
-    else:  # what a pooler that drops the startup option does
+    elif kind == "search_path_mismatch":  # what a pooler that drops the startup option does
         reroute_branches(options={"options": ""})
+    # missing_schema: branch "lost" was never created
     before = figures()
 
     with pytest.raises(SearchPathError):

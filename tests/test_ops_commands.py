@@ -29,6 +29,7 @@ from branching_ops.testing.postgres import PostgresServer
 from branching_ops.tracking import tracked_aliases
 from tests.backends import BranchBackends
 from tests.conftest import APP_ROLE
+from tests.conftest import Branches
 from tests.testapp.models import Note
 
 Connect = Callable[..., psycopg.Connection[Any]]
@@ -116,8 +117,9 @@ def test_connections_table(three_branches: dict[int, str], dbname: str) -> None:
 
 
 @pytest.fixture
-def three_branches(connect: Connect) -> dict[int, str]:
+def three_branches(connect: Connect, branches: Branches) -> dict[int, str]:
     """alpha: 2 idle; beta: 1 idle in transaction (project prefix); gamma: 1 active."""
+    branches("mine")
     backends = {
         "a1": connect("branch:alpha"),
         "a2": connect("branch:alpha"),

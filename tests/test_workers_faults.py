@@ -14,6 +14,7 @@ from rq.job import JobStatus
 from branching_ops.testing._process import wait_until
 from branching_ops.testing.postgres import PostgresServer
 from tests.backends import BranchBackends
+from tests.conftest import Branches
 from tests.rqworkers import JOBS
 from tests.rqworkers import result
 from tests.rqworkers import rqworker
@@ -38,8 +39,11 @@ def wait_for_jobs(*jobs: Job) -> None:
 
 
 @pytest.mark.slow
-def test_job_process_killed_mid_query(queue: Queue, branch_backends: BranchBackends) -> None:
+def test_job_process_killed_mid_query(
+    queue: Queue, branch_backends: BranchBackends, branches: Branches
+) -> None:
     """SIGKILL can't say goodbye; the worker goes on and the server cleans up."""
+    branches("killed", "after_kill")
     connections["default"].close()
     baseline = client_backends(branch_backends)
     killed = queue.enqueue(f"{JOBS}.query_reporting_pid", "killed", 2)
@@ -77,8 +81,10 @@ def test_server_restart_between_jobs(
     queue: Queue,
     branch_backends: BranchBackends,
     postgres: PostgresServer,
+    branches: Branches,
 ) -> None:
     """A BranchSimpleWorker holds branch connections between jobs when the server restarts."""
+    branches("ra", "rb")
     env = {
         "BRANCHING_OPS_TEST_CONN_MAX_AGE": "600",
         "BRANCHING_OPS_TEST_CONN_HEALTH_CHECKS": "1" if health_checks else "0",

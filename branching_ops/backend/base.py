@@ -3,7 +3,9 @@
 Django's own PostgreSQL ``DatabaseWrapper`` with two hooks that run on every
 new connection, on the thread that opens it, before any query of the caller:
 a refused connection gets an error that says why, and an opened one gets its
-``search_path`` set and/or checked (:mod:`branching_ops.search_path`).
+``search_path`` set and/or checked, its branch's schema included
+(:mod:`branching_ops.search_path`). Django's health check also asks whether
+the branch's schema is still there.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from django.db.backends.postgresql import base
 from branching_ops.search_path import SEARCH_PATH_OPTIONS
 from branching_ops.search_path import SearchPathError
 from branching_ops.search_path import apply_search_path
+from branching_ops.search_path import branch_schema_searched
 from branching_ops.search_path import startup_rejected_error
 from branching_ops.signals import branch_connection_failed
 
@@ -57,3 +60,12 @@ class DatabaseWrapper(base.DatabaseWrapper):
             with contextlib.suppress(Exception):
                 self.close()
             raise
+
+    def is_usable(self) -> bool:
+        options = self.settings_dict["OPTIONS"]
+        if self.connection is None or not options.get("verify_search_path"):
+            return bool(super().is_usable())
+        try:
+            return branch_schema_searched(self.connection, self.alias, options)
+        except self.Database.Error:
+            return False

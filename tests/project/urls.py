@@ -14,6 +14,8 @@ urlpatterns = [
     path("async/branch/<str:name>/", views.branch_async),
     path("state/", views.state),
     path("hold/<int:parties>/<str:name>/", views.hold),
+    path("hold_note/<int:parties>/<str:name>/", views.hold_note),
+    path("async/note/<str:text>/", views.note_async),
     path("count_t/<str:name>/", views.count_t),
     path("stream/<str:name>/", views.stream_in_transaction),
 ]

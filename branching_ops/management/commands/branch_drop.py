@@ -1,4 +1,10 @@
-"""``manage.py branch_drop NAME``: end the branch's backends, then drop its schema."""
+"""``manage.py branch_drop NAME``: end the branch's backends, then drop its schema.
+
+A connection left open on a dropped branch would search ``public`` in its
+place, so every backend of the branch ends: this thread's own connection to
+it (closed cleanly), every other one on the server (terminated) before the
+drop, and once more after it commits any that connected while it ran.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,10 @@ from django.core.management.base import CommandParser
 from django.db import transaction
 from psycopg import sql
 
+from branching_ops.databases import branch_alias
 from branching_ops.management import ops
 from branching_ops.management.base import BranchCommand
+from branching_ops.tracking import close_branch_connections
 
 OWNER_SQL = """
 SELECT pg_has_role(n.nspowner, 'USAGE'), pg_get_userbyid(n.nspowner),
@@ -73,10 +81,14 @@ class Command(BranchCommand):
         if interactive and not self.confirm(name, tables, len(backends)):
             self.stdout.write("Drop cancelled.")
             return
+        close_branch_connections([branch_alias(name)])
         with ops.privilege_errors(), transaction.atomic(using=database):
             terminated = ops.terminate(connection, backends)
             with connection.cursor() as cursor:
                 cursor.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+        # A backend that connected between the terminate and the commit found
+        # the schema still there; it is the only one that can be on it.
+        terminated += ops.terminate(connection, ops.branch_backends(connection, branches=[name]))
         if verbosity >= 1:
             self.stdout.write(
                 self.style.SUCCESS(
