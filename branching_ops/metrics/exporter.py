@@ -60,7 +60,7 @@ def _error_kinds(error_class: type[SearchPathError] = SearchPathError) -> Iterat
 # see the first event and alerts need no "or absent()".
 for _reason in CLOSE_REASONS:
     CLOSED.labels(_reason)
-for _kind in set(_error_kinds()):
+for _kind in sorted(set(_error_kinds())):
     ERRORS.labels(_kind)
 
 
