@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from typing import Any
+from typing import TypeGuard
 
 from django.apps import AppConfig
 from django.apps import apps
@@ -22,18 +23,37 @@ from django.utils.module_loading import import_string
 
 from branching_ops.conf import DEFAULTS
 from branching_ops.conf import conf
-from branching_ops.databases import BRANCH_NAME_RE
-from branching_ops.databases import BranchDatabases
+from branching_ops.names import BRANCH_NAME_RE
 
 DUMMY_ENGINE = "django.db.backends.dummy"
 
 
+def serves_branches(databases: object) -> TypeGuard[dict[str, dict[str, Any]]]:
+    """Whether ``DATABASES`` is a :class:`~branching_ops.databases.BranchDatabases`.
+
+    Looked up in ``sys.modules``, not imported: ``branching_ops.databases``
+    imports this module, so that the checks run even without the app in
+    ``INSTALLED_APPS``, and no ``BranchDatabases`` exists before its module
+    has been imported.
+    """
+    module = sys.modules.get("branching_ops.databases")
+    return module is not None and isinstance(databases, module.BranchDatabases)
+
+
+def branch_default() -> dict[str, Any] | None:
+    """``DATABASES["default"]``, every branch's template, if ``DATABASES`` serves branches."""
+    databases = settings.DATABASES
+    if serves_branches(databases) and "default" in databases:
+        return databases["default"]
+    return None
+
+
 @register(Tags.compatibility)
 def check_databases(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
-    databases = settings.DATABASES
-    if not isinstance(databases, BranchDatabases) or "default" not in databases:
+    default = branch_default()
+    if default is None:
         return []
-    engine = databases["default"].get("ENGINE", "")
+    engine = default.get("ENGINE", "")
     if engine not in ("django.db.backends.postgresql", DUMMY_ENGINE):  # dummy: E030
         return [
             Error(
@@ -95,10 +115,9 @@ def check_connection_lifetime(
             )
         )
         cap = None
-    databases = settings.DATABASES
-    if not isinstance(databases, BranchDatabases) or "default" not in databases:
+    default = branch_default()
+    if default is None:
         return errors
-    default = databases["default"]
     max_age = default.get("CONN_MAX_AGE", 0)
     pool = default.get("OPTIONS", {}).get("pool")
     if pool and max_age != 0:
@@ -189,15 +208,16 @@ def check_search_path_settings(
 # Misconfigurations of a whole project (E030 and up). These checks must also
 # run when "branching_ops" is missing from INSTALLED_APPS, when the app's
 # ready() never imports this module: branching_ops.databases imports it, and
-# a settings module that builds a BranchDatabases has imported that.
+# a settings module that builds a BranchDatabases has imported that. So this
+# module imports nothing that imports branching_ops.databases.
 
 
 @register(Tags.compatibility)
 def check_default_database(
     app_configs: Sequence[AppConfig] | None, **kwargs: Any
 ) -> list[CheckMessage]:
-    databases: object = settings.DATABASES
-    if not isinstance(databases, BranchDatabases):
+    databases = settings.DATABASES
+    if not serves_branches(databases):
         return []
     # Django stands a dummy 'default' in for an empty DATABASES (and refuses a
     # non-empty one without 'default' at start-up, before any check runs).
@@ -219,7 +239,7 @@ def check_installed(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> l
     if apps.is_installed("branching_ops"):
         return []
     uses = []
-    if isinstance(settings.DATABASES, BranchDatabases):
+    if serves_branches(settings.DATABASES):
         uses.append("DATABASES is a BranchDatabases")
     worker_class = getattr(settings, "RQ", {}).get("WORKER_CLASS")
     if isinstance(worker_class, str) and worker_class.startswith("branching_ops."):

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from asgiref.sync import iscoroutinefunction
 
-from branching_ops.databases import branch_alias
+from branching_ops.names import branch_alias
 
 _active_aliases: ContextVar[tuple[str, ...]] = ContextVar(
     "branching_ops_active_aliases", default=()

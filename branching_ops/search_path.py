@@ -18,18 +18,61 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+from typing import ClassVar
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import OperationalError
 
 logger = logging.getLogger("branching_ops")
 
-# OPTIONS keys BranchDatabases sets for the branch backend, which pops them
-# before libpq sees them (as Django does with "pool" or "assume_role").
-SEARCH_PATH_OPTIONS = ("search_path", "set_search_path", "verify_search_path")
+DOCS_SECTION = (
+    "see 'Behind PgBouncer' (docs/pgbouncer.md) in the django-branching-ops documentation"
+)
 
-README_SECTION = "see 'Running behind PgBouncer' in the django-branching-ops README"
+
+@dataclass(frozen=True)
+class BranchSearchPath:
+    """How a branch connection gets its ``search_path``, and whether it is checked.
+
+    :func:`~branching_ops.databases.build_branch_settings` writes it into the
+    alias' ``OPTIONS`` (:meth:`options`) and the branch backend reads it back
+    (:meth:`from_options`): three plain keys, so that settings stay plain data
+    a project's own mapping can write too, and that the backend removes
+    before libpq sees ``OPTIONS``, as Django does with ``pool``.
+    """
+
+    path: str
+    """The whole ``search_path``, the branch first: ``"feature_x,public"``."""
+    set_after_connecting: bool
+    """``SET`` it right after connecting (``"session"`` mode), not as a startup option."""
+    verify: bool
+    """Check on every new connection that the server searches the branch."""
+
+    KEYS: ClassVar[tuple[str, str, str]] = ("search_path", "set_search_path", "verify_search_path")
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> BranchSearchPath | None:
+        """Read from ``OPTIONS``; ``None`` when they carry no branch ``search_path``."""
+        path, set_after_connecting, verify = (options.get(key) for key in cls.KEYS)
+        if path is None:
+            return None
+        return cls(str(path), bool(set_after_connecting), bool(verify))
+
+    def options(self) -> dict[str, object]:
+        """The ``OPTIONS`` entries that carry it."""
+        values = (self.path, self.set_after_connecting, self.verify)
+        return dict(zip(self.KEYS, values, strict=True))
+
+    @property
+    def schemas(self) -> list[str]:
+        return _schemas(self.path)
+
+    @property
+    def branch(self) -> str:
+        return self.schemas[0]
 
 
 class SearchPathError(ImproperlyConfigured):
@@ -88,7 +131,7 @@ CHECK_SQL = (
 HEALTH_CHECK_SQL = "SELECT %s = ANY(pg_catalog.current_schemas(false))"
 
 
-def apply_search_path(connection: Any, alias: str, options: dict[str, Any]) -> None:
+def apply_search_path(connection: Any, alias: str, search_path: BranchSearchPath | None) -> None:
     """``SET`` (session mode) and/or check (``verify_search_path``) on a new connection.
 
     ``connection`` is the raw DB-API connection: the query runs outside
@@ -98,14 +141,12 @@ def apply_search_path(connection: Any, alias: str, options: dict[str, Any]) -> N
     session now has, and the same statement says whether the branch's schema
     is really searched (:func:`check_schema_searched`).
     """
-    expected = options.get("search_path")
-    set_it = options.get("set_search_path", False)
-    verify = options.get("verify_search_path", False)
-    if expected is None or not (set_it or verify):
+    if search_path is None or not (search_path.set_after_connecting or search_path.verify):
         return
-    branch = _schemas(expected)[0]
+    expected, branch = search_path.path, search_path.branch
+    set_it = search_path.set_after_connecting
     with connection.cursor() as cursor:
-        if set_it and not verify:
+        if not search_path.verify:
             cursor.execute("SELECT pg_catalog.set_config('search_path', %s, false)", [expected])
             return
         if set_it:
@@ -113,7 +154,7 @@ def apply_search_path(connection: Any, alias: str, options: dict[str, Any]) -> N
         else:
             cursor.execute(CHECK_SQL, [branch])
         actual, searched, exists = cursor.fetchone()
-    if _schemas(actual) != _schemas(expected):
+    if _schemas(actual) != search_path.schemas:
         if set_it:
             cause = "SET search_path did not take effect on the server."
         else:
@@ -126,7 +167,7 @@ def apply_search_path(connection: Any, alias: str, options: dict[str, Any]) -> N
         raise SearchPathError(
             f"Branch connection {alias!r} has search_path {actual!r} on the server, "
             f"not {expected!r}. {cause} The connection was closed before any query "
-            f"ran on it; {README_SECTION}."
+            f"ran on it; {DOCS_SECTION}."
         )
     check_schema_searched(connection, alias, branch, searched, exists)
 
@@ -155,7 +196,7 @@ def check_schema_searched(
     )
 
 
-def branch_schema_searched(connection: Any, alias: str, options: dict[str, Any]) -> bool:
+def branch_schema_searched(connection: Any, alias: str, branch: str) -> bool:
     """Whether the branch's schema is still searched on an open connection.
 
     Django's health check (``CONN_HEALTH_CHECKS``) runs a query before
@@ -163,7 +204,6 @@ def branch_schema_searched(connection: Any, alias: str, options: dict[str, Any])
     more, so a branch dropped under an open connection makes it unusable
     instead of silently falling through to ``public``.
     """
-    branch = _schemas(options["search_path"])[0]
     with connection.cursor() as cursor:
         cursor.execute(HEALTH_CHECK_SQL, [branch])
         (searched,) = cursor.fetchone()
@@ -180,7 +220,9 @@ def branch_schema_searched(connection: Any, alias: str, options: dict[str, Any])
 _SERVER_MESSAGE_RE = re.compile(r"FATAL:\s+(.*)")
 
 
-def startup_rejected_error(alias: str, options: dict[str, Any], exc: Exception) -> Exception:
+def startup_rejected_error(
+    alias: str, search_path: BranchSearchPath | None, exc: Exception
+) -> Exception:
     """Our explanation when a pooler refuses the ``search_path`` startup option, else ``exc``.
 
     PgBouncer before 1.20 refuses the ``options`` startup parameter outright;
@@ -188,7 +230,7 @@ def startup_rejected_error(alias: str, options: dict[str, Any], exc: Exception) 
     ``track_extra_parameters`` includes ``search_path``.
     """
     message = str(exc)
-    at_startup = "search_path" in options and not options.get("set_search_path")
+    at_startup = search_path is not None and not search_path.set_after_connecting
     if not at_startup or "unsupported startup parameter" not in message:
         return exc
     match = _SERVER_MESSAGE_RE.search(message)
@@ -198,5 +240,5 @@ def startup_rejected_error(alias: str, options: dict[str, Any], exc: Exception) 
         "pooler in front of PostgreSQL does not accept the branch's search_path as a "
         "startup option (PgBouncer before 1.20, or without track_extra_parameters = "
         "search_path). Set BRANCHING_OPS['SEARCH_PATH'] = 'session' and use session "
-        f"pooling; {README_SECTION}."
+        f"pooling; {DOCS_SECTION}."
     )

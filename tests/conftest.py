@@ -5,9 +5,11 @@ from collections.abc import Callable
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from django.conf import settings
 from django.db import connections
+from psycopg import sql
 from rq import Queue
 
 from branching_ops.databases import BranchDatabases
@@ -130,6 +132,72 @@ def reroute_branches(
         monkeypatch.setattr(databases, "branch_settings", branch_settings)
 
     return reroute
+
+
+Connect = Callable[..., psycopg.Connection[Any]]
+
+
+# -- the operations commands' tests: backends of other processes, schemas they make
+
+
+@pytest.fixture
+def dbname(transactional_db: None) -> str:
+    name: str = connections["default"].settings_dict["NAME"]
+    return name
+
+
+@pytest.fixture
+def connect(postgres: PostgresServer, dbname: str) -> Iterator[Connect]:
+    """Open real client backends, as other processes would: ``connect(app_name, ...)``."""
+    opened: list[psycopg.Connection[Any]] = []
+
+    def open_backend(
+        application_name: str, *, user: str = APP_ROLE, database: str = "", autocommit: bool = True
+    ) -> psycopg.Connection[Any]:
+        connection = psycopg.connect(
+            postgres.conninfo(database or dbname, user=user),
+            application_name=application_name,
+            autocommit=autocommit,
+        )
+        opened.append(connection)
+        return connection
+
+    yield open_backend
+    for connection in opened:
+        connection.cancel()  # a backend in pg_sleep() would outlive its client
+        connection.close()
+
+
+@pytest.fixture
+def drop_schemas(postgres: PostgresServer, dbname: str) -> Iterator[None]:
+    """Flushing the test database keeps schemas; drop the ones a test made."""
+    yield
+    with postgres.connect(dbname) as cleanup:
+        made = cleanup.execute(
+            "SELECT nspname FROM pg_namespace "
+            "WHERE nspname !~ '^(pg_|information_schema$|public$)'"
+        ).fetchall()
+        for (name,) in made:
+            cleanup.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(str(name))))
+
+
+@pytest.fixture
+def three_branches(connect: Connect, branches: Branches) -> dict[int, str]:
+    """alpha: 2 idle; beta: 1 idle in transaction (project prefix); gamma: 1 active."""
+    branches("mine")
+    backends = {
+        "a1": connect("branch:alpha"),
+        "a2": connect("branch:alpha"),
+        "b1": connect("myproject/branch:beta", autocommit=False),
+        "g1": connect("branch:gamma"),
+    }
+    backends["b1"].execute("SELECT 1")
+    backends["g1"].pgconn.send_query(b"SELECT pg_sleep(60)")
+    connect("myproject")  # not a branch
+    connect("branch:alpha", database="postgres")  # another database
+    with connections["schema_mine"].cursor() as cursor:  # this thread's own
+        cursor.execute("SELECT 1")
+    return {connection.info.backend_pid: name for name, connection in backends.items()}
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,6 @@ from django.db import transaction
 from django.test import override_settings
 
 from branching_ops.backend.base import DatabaseWrapper as BranchDatabaseWrapper
-from branching_ops.conf import conf
 from branching_ops.signals import branch_connection_closed
 from branching_ops.tracking import close_branch_connections
 from branching_ops.tracking import close_old_branch_connections
@@ -42,12 +41,6 @@ def settled_count(backends: BranchBackends, at_most: int, timeout: float = 5) ->
     while len(current := backends()) > at_most and time.monotonic() < deadline:
         time.sleep(0.005)
     return len(current)
-
-
-def test_settings_default_and_override() -> None:
-    assert conf.MAX_CONNECTIONS_PER_THREAD is None
-    with override_settings(BRANCHING_OPS={"MAX_CONNECTIONS_PER_THREAD": 2}):
-        assert conf.MAX_CONNECTIONS_PER_THREAD == 2
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ from fakeredis import FakeRedis
 from rq import Queue
 from rq.job import JobStatus
 
-from branching_ops.management import ops
+from branching_ops import activity
 from branching_ops.routers import activate_branch
 from branching_ops.search_path import BranchDoesNotExist
 from branching_ops.testing.postgres import PostgresServer
@@ -121,7 +121,7 @@ def test_drop_ends_a_connection_made_while_it_ran(
     schema: it is terminated once the drop has committed."""
     dbname = str(connections["default"].settings_dict["NAME"])
     late: list[psycopg.Connection[Any]] = []
-    terminate = ops.terminate
+    terminate = activity.terminate
 
     def terminate_then_connect(*args: Any) -> list[int]:
         ended = terminate(*args)
@@ -138,7 +138,7 @@ def test_drop_ends_a_connection_made_while_it_ran(
             assert searched == (["doomed", "public"],)
         return ended
 
-    monkeypatch.setattr(ops, "terminate", terminate_then_connect)
+    monkeypatch.setattr(activity, "terminate", terminate_then_connect)
     try:
         output = drop(doomed)
 

@@ -12,7 +12,6 @@ import pytest
 from django.core.signals import request_finished
 from django.core.signals import request_started
 from django.db import connections
-from django.db import transaction
 
 from branching_ops.testing.postgres import PostgresServer
 from branching_ops.tracking import close_old_branch_connections
@@ -116,23 +115,6 @@ def test_thread_pool_never_runs_out_of_slots(
     branch_backends.wait_for([])
 
 
-def test_cleanup_never_closes_inside_atomic(
-    branch_backends: BranchBackends, branches: Branches
-) -> None:
-    branches("atomic_b")
-    with transaction.atomic(using="schema_atomic_b"):
-        with connections["schema_atomic_b"].cursor() as cursor:
-            cursor.execute("SELECT 1")
-
-        assert close_old_branch_connections() == 0
-
-        branch_backends.wait_for(["branch:atomic_b"])
-        assert tracked_aliases() == ["schema_atomic_b"]
-
-    assert close_old_branch_connections() == 1
-    branch_backends.wait_for([])
-
-
 def test_dropped_schema_under_open_connection(
     branch_backends: BranchBackends, conn_max_age: Callable[[int], None]
 ) -> None:
@@ -200,41 +182,3 @@ def test_memory_follows_open_branches_not_branches_seen(
     assert tracked_aliases() == []
     assert [alias for alias in aliases if stored_wrapper(alias) is not None] == []
     branch_backends.wait_for([])
-
-
-def test_failed_close_is_logged_and_the_loop_goes_on(
-    branch_backends: BranchBackends,
-    caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
-    branches: Branches,
-) -> None:
-    branches("fail_a", "fail_b")
-    for name in ("fail_a", "fail_b"):
-        with connections[f"schema_{name}"].cursor() as cursor:
-            cursor.execute("SELECT 1")
-    failing = connections["schema_fail_a"]
-    real_close = getattr(failing, "_close")  # noqa: B009 - private to the backend
-
-    def broken_close() -> None:
-        real_close()  # the socket really closes; the error comes after
-        raise OSError("injected failure")
-
-    monkeypatch.setattr(failing, "_close", broken_close)
-
-    assert close_old_branch_connections() == 2
-
-    assert "Closing branch connection schema_fail_a failed." in caplog.text
-    assert "injected failure" in caplog.text
-    assert tracked_aliases() == []
-    branch_backends.wait_for([])
-
-
-def test_wrapper_never_connected_is_forgotten_without_counting(
-    branch_backends: BranchBackends,
-) -> None:
-    connections["schema_unused"]
-
-    assert tracked_aliases() == ["schema_unused"]
-    assert close_old_branch_connections() == 0
-    assert tracked_aliases() == []
-    assert stored_wrapper("schema_unused") is None

@@ -23,6 +23,7 @@ from django.test import override_settings
 from rq import Queue
 from rq.job import JobStatus
 
+from branching_ops import activity
 from branching_ops import signals
 from branching_ops.metrics import exporter
 from branching_ops.search_path import SearchPathError
@@ -421,7 +422,7 @@ def wait_for_workers(server: Server, multiproc_dir: Path, dead: int | None = Non
 
 def live_backends(server: PostgresServer) -> int:
     with server.connect() as monitor:
-        return len(server.branch_application_names(monitor, DBNAME))
+        return len(activity.branch_backends(monitor, database=DBNAME, include_own=True))
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ import pytest
 from django.db import connections
 from django.test import override_settings
 
-from branching_ops.databases import branch_from_application_name
+from branching_ops.names import branch_from_application_name
 from branching_ops.routers import activate_branch
 from branching_ops.search_path import SET_AND_CHECK_SQL
 from branching_ops.search_path import BranchDoesNotExist
@@ -148,8 +148,8 @@ def test_startup_mode_refused_by_pgbouncer_fails_fast_with_our_error(
         "startup parameter: options'. A connection pooler in front of PostgreSQL does not "
         "accept the branch's search_path as a startup option (PgBouncer before 1.20, or "
         "without track_extra_parameters = search_path). Set BRANCHING_OPS['SEARCH_PATH'] = "
-        "'session' and use session pooling; see 'Running behind PgBouncer' in the "
-        "django-branching-ops README."
+        "'session' and use session pooling; see 'Behind PgBouncer' (docs/pgbouncer.md) in "
+        "the django-branching-ops documentation."
     )
     wrapper = stored_wrapper("schema_refused")
     assert wrapper is not None

@@ -22,6 +22,7 @@ from branching_ops.routers import activate_branch
 from branching_ops.search_path import CHECK_SQL
 from branching_ops.search_path import SET_AND_CHECK_SQL
 from branching_ops.search_path import BranchDoesNotExist
+from branching_ops.search_path import BranchSearchPath
 from branching_ops.search_path import SearchPathError
 from branching_ops.testing._process import free_port
 from branching_ops.testing.postgres import PostgresServer
@@ -117,7 +118,8 @@ def test_a_dropped_startup_option_is_caught_and_the_connection_closed(
         "pooler that drops startup parameters (PgBouncer with ignore_startup_parameters = "
         "options) is the usual cause. Behind PgBouncer session pooling, set "
         "BRANCHING_OPS['SEARCH_PATH'] = 'session'. The connection was closed before any query "
-        "ran on it; see 'Running behind PgBouncer' in the django-branching-ops README."
+        "ran on it; see 'Behind PgBouncer' (docs/pgbouncer.md) in the django-branching-ops "
+        "documentation."
     )
     wrapper = stored_wrapper("schema_lost")
     assert wrapper is not None
@@ -315,3 +317,19 @@ def test_a_pooled_connection_is_checked_at_every_checkout(
 
     with pytest.raises(BranchDoesNotExist):
         connection.ensure_connection()
+
+
+def test_branch_search_path_travels_in_options_and_back() -> None:
+    search_path = BranchSearchPath("feature_x,shared, public", False, True)
+
+    options = search_path.options()
+
+    assert options == {
+        "search_path": "feature_x,shared, public",
+        "set_search_path": False,
+        "verify_search_path": True,
+    }
+    assert BranchSearchPath.from_options({"sslmode": "require", **options}) == search_path
+    assert BranchSearchPath.from_options({"sslmode": "require"}) is None
+    assert search_path.branch == "feature_x"
+    assert search_path.schemas == ["feature_x", "shared", "public"]

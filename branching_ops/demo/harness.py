@@ -18,6 +18,7 @@ from dataclasses import field
 from typing import IO
 from typing import Any
 
+from branching_ops import activity
 from branching_ops.demo.project import Mode
 from branching_ops.testing._process import stop_process
 from branching_ops.testing.postgres import PostgresServer
@@ -114,7 +115,7 @@ class Backends:
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def count(self) -> int:
-        return len(self.server.branch_application_names(self.monitor, DBNAME))
+        return len(activity.branch_backends(self.monitor, database=DBNAME, include_own=True))
 
     def elapsed(self) -> float:
         return round(time.monotonic() - self.started, 3)

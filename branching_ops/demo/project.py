@@ -25,10 +25,10 @@ from django.http import JsonResponse
 from django.urls import re_path
 
 from branching_ops import tracking
-from branching_ops.databases import ALIAS_PREFIX
 from branching_ops.databases import BranchDatabases
-from branching_ops.databases import branch_alias
-from branching_ops.databases import branch_application_name
+from branching_ops.names import ALIAS_PREFIX
+from branching_ops.names import branch_alias
+from branching_ops.names import branch_application_name
 
 # The PostgreSQL role the demo's processes connect as: an ordinary one, so
 # they get only the slots PostgreSQL leaves to applications.

@@ -26,7 +26,6 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from branching_ops.databases import APPLICATION_NAME_MARKER
 from branching_ops.testing._process import free_port
 from branching_ops.testing._process import runnable_by
 from branching_ops.testing._process import stop_process
@@ -218,18 +217,6 @@ class PostgresServer:
         with self.connect(dbname) as admin:
             for start in range(0, len(statements), 100):
                 admin.execute(sql.SQL("; ").join(statements[start : start + 100]))
-
-    def branch_application_names(
-        self, monitor: psycopg.Connection[tuple[object, ...]], dbname: str
-    ) -> list[str]:
-        """``application_name`` of every branch backend connected to ``dbname``."""
-        rows = monitor.execute(
-            "SELECT application_name FROM pg_stat_activity "
-            "WHERE datname = %s AND position(%s in application_name) > 0 "
-            "AND pid <> pg_backend_pid() ORDER BY application_name",
-            (dbname, APPLICATION_NAME_MARKER),
-        ).fetchall()
-        return [str(name) for (name,) in rows]
 
 
 @contextlib.contextmanager

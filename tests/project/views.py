@@ -16,7 +16,7 @@ from django.http import JsonResponse
 from django.http import StreamingHttpResponse
 from django.utils.connection import ConnectionDoesNotExist
 
-from branching_ops.databases import branch_name_error
+from branching_ops.names import branch_name_error
 from branching_ops.routers import activate_branch
 from branching_ops.tracking import tracked_aliases
 from tests.testapp.models import Note
