@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +14,9 @@ from django.core.checks import Error
 from django.core.checks import Tags
 from django.core.checks import Warning
 from django.core.checks import register
+from django.core.exceptions import ImproperlyConfigured
+from django.db.backends.postgresql.base import DatabaseWrapper as PostgreSQLWrapper
+from django.db.utils import load_backend
 
 from branching_ops.conf import DEFAULTS
 from branching_ops.conf import conf
@@ -22,13 +26,37 @@ from branching_ops.databases import BranchDatabases
 DUMMY_ENGINE = "django.db.backends.dummy"
 
 
+def serves_branches(databases: object) -> bool:
+    """Whether this package manages the branches ``DATABASES`` serves.
+
+    A :class:`BranchDatabases`, or netbox-branching's ``DynamicSchemaDict``,
+    whose branches the NetBox adapter (``branching_ops_netbox``) routes
+    through this package. Looked up without importing NetBox.
+    """
+    if isinstance(databases, BranchDatabases):
+        return True
+    netbox_branching = sys.modules.get("netbox_branching.utilities")
+    return netbox_branching is not None and isinstance(
+        databases, netbox_branching.DynamicSchemaDict
+    )
+
+
+def _is_postgresql(engine: str) -> bool:
+    """Django's PostgreSQL backend, or one built on it (django-prometheus', NetBox's metrics)."""
+    try:
+        backend = load_backend(engine)
+    except ImproperlyConfigured:
+        return False
+    return issubclass(backend.DatabaseWrapper, PostgreSQLWrapper)
+
+
 @register(Tags.database, Tags.compatibility)
 def check_databases(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
     databases = settings.DATABASES
-    if not isinstance(databases, BranchDatabases) or "default" not in databases:
+    if not serves_branches(databases) or "default" not in databases:
         return []
     engine = databases["default"].get("ENGINE", "")
-    if engine not in ("django.db.backends.postgresql", DUMMY_ENGINE):  # dummy: E030
+    if engine != DUMMY_ENGINE and not _is_postgresql(engine):  # dummy: E030
         return [
             Error(
                 f"BranchDatabases needs a PostgreSQL 'default' database, not {engine!r}.",
@@ -90,7 +118,7 @@ def check_connection_lifetime(
         )
         cap = None
     databases = settings.DATABASES
-    if not isinstance(databases, BranchDatabases) or "default" not in databases:
+    if not serves_branches(databases) or "default" not in databases:
         return errors
     default = databases["default"]
     max_age = default.get("CONN_MAX_AGE", 0)
@@ -191,7 +219,7 @@ def check_default_database(
     app_configs: Sequence[AppConfig] | None, **kwargs: Any
 ) -> list[CheckMessage]:
     databases: object = settings.DATABASES
-    if not isinstance(databases, BranchDatabases):
+    if not serves_branches(databases):
         return []
     # Django stands a dummy 'default' in for an empty DATABASES (and refuses a
     # non-empty one without 'default' at start-up, before any check runs).

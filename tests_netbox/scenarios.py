@@ -1,0 +1,283 @@
+"""The measured scenarios: each runs NetBox one way and returns what the server saw.
+
+Every count comes from PostgreSQL (``pg_stat_activity``, its DEBUG1 log),
+never from inside NetBox. A scenario starts on an empty server (every NetBox
+backend terminated) and leaves it empty.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from dataclasses import field
+
+import psycopg
+from rq.job import Job
+from rq.job import JobStatus
+
+from branching_ops.testing._process import free_port
+from branching_ops.testing._process import stop_process
+from branching_ops.testing._process import wait_until
+from tests_netbox.instance import BIN
+from tests_netbox.instance import BRANCH_BACKENDS_SQL
+from tests_netbox.instance import NetBox
+from tests_netbox.instance import Setting
+
+# The server the scenarios run against: 3 of these are reserved for
+# superusers (the monitor), the rest is NetBox's.
+MAX_CONNECTIONS = 40
+THREADS = 4  # gunicorn gthread threads, one worker process
+CLIENTS = 8
+REQUESTS = 240
+JOBS = 48
+COMMAND_RUNS = 3
+CAP = 1  # the adapter's default MAX_CONNECTIONS_PER_THREAD
+PLAIN = "call_command (BaseCommand)"
+CLOSING = "call_command (BranchCommand)"
+EOF_LINE = "unexpected EOF on client connection"
+SETTLE_SECONDS = 5.0
+
+STOCK_WORKERS = {"forking": "utilities.rqworker.NetBoxRQWorker", "in-process": "rq.SimpleWorker"}
+ADAPTER_WORKERS = {
+    "forking": "branching_ops.contrib.netbox.workers.NetBoxBranchWorker",
+    "in-process": "branching_ops.contrib.netbox.workers.NetBoxBranchSimpleWorker",
+}
+
+
+@dataclass
+class Figures:
+    """What one scenario did to the server."""
+
+    total: int = 0
+    failed: int = 0
+    left: int = 0  # branch backends still open when the work was done
+    peak: int = 0  # most branch backends open at once
+    eof: int = 0  # "unexpected EOF on client connection" in the server log
+    notes: list[str] = field(default_factory=list)
+
+    def cell(self) -> str:
+        text = f"{self.failed}/{self.total} failed, {self.left} left, peak {self.peak}"
+        return ", ".join([text, f"{self.eof} EOF", *self.notes])
+
+
+# (scenario, CONN_MAX_AGE) -> {"stock": ..., "adapter": ...}, printed at the end.
+FIGURES: dict[tuple[str, int], dict[str, Figures]] = {}
+
+
+def record(scenario: str, setting: Setting, figures: Figures) -> None:
+    FIGURES.setdefault((scenario, setting.conn_max_age), {})[
+        "adapter" if setting.adapter else "stock"
+    ] = figures
+
+
+def figures_table() -> str:
+    lines = ["scenario | CONN_MAX_AGE | stock | adapter", "---|---|---|---"]
+    for (scenario, max_age), by_mode in FIGURES.items():
+        stock, adapter = (by_mode[m].cell() if m in by_mode else "-" for m in ("stock", "adapter"))
+        lines.append(f"{scenario} | {max_age} | {stock} | {adapter}")
+    return "\n".join(lines)
+
+
+class Sampler:
+    """Polls the number of branch backends in a thread; remembers the peak."""
+
+    def __init__(self, netbox: NetBox) -> None:
+        self.netbox = netbox
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with self.netbox.monitor() as monitor:
+            while not self._stop.wait(0.05):
+                self.peak = max(self.peak, _branch_count(monitor))
+
+    @contextmanager
+    def running(self) -> Iterator[Sampler]:
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            self._thread.join()
+
+
+def _branch_count(monitor: psycopg.Connection[tuple[object, ...]]) -> int:
+    return len(monitor.execute(BRANCH_BACKENDS_SQL).fetchall())
+
+
+def settled_left(netbox: NetBox, allowance: int) -> int:
+    """Branch backends left, once closed ones had time to leave ``pg_stat_activity``."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while (left := len(netbox.branch_backends())) > allowance and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+@contextmanager
+def measured(netbox: NetBox, figures: Figures) -> Iterator[Sampler]:
+    """Start on an empty server; sample the peak; count EOFs; leave the server empty."""
+    netbox.terminate_backends()
+    offset = netbox.log_offset()
+    try:
+        with Sampler(netbox).running() as sampler:
+            yield sampler
+        figures.peak = sampler.peak
+    finally:
+        figures.eof = netbox.log_since(offset).count(EOF_LINE)
+        netbox.terminate_backends()
+
+
+def http(netbox: NetBox, setting: Setting, allowance: int) -> Figures:
+    """REST API requests through gunicorn gthread, round robin over every branch."""
+    figures = Figures(total=REQUESTS)
+    port = free_port()
+    with measured(netbox, figures):
+        server = netbox.popen(
+            setting,
+            str(BIN / "gunicorn"),
+            "netbox.wsgi",
+            "--workers=1",
+            f"--threads={THREADS}",
+            "--worker-class=gthread",
+            f"--bind=127.0.0.1:{port}",
+            "--no-control-socket",
+            "--timeout=120",
+        )
+        try:
+            wait_until(
+                lambda: _get(port, netbox.token, None, server) == 200,
+                timeout=180,
+                what="gunicorn to serve NetBox",
+            )
+            schema_ids = [netbox.branches[i % len(netbox.branches)] for i in range(REQUESTS)]
+            with ThreadPoolExecutor(CLIENTS) as clients:
+                statuses = list(
+                    clients.map(lambda s: _get(port, netbox.token, s, server), schema_ids)
+                )
+            figures.failed = sum(status != 200 for status in statuses)
+            figures.left = settled_left(netbox, allowance)
+        finally:
+            stop_process(server, signal.SIGTERM, timeout=30)
+    return figures
+
+
+def _get(port: int, token: str, schema_id: str | None, server: subprocess.Popen[bytes]) -> int:
+    if server.poll() is not None:
+        raise RuntimeError(f"gunicorn exited with status {server.returncode}")
+    headers = {"Authorization": f"Token {token}", "Accept": "application/json"}
+    if schema_id is not None:
+        headers["X-NetBox-Branch"] = schema_id
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/dcim/sites/?limit=1", headers=headers
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return 0
+
+
+def worker(netbox: NetBox, setting: Setting, kind: str, allowance: int) -> Figures:
+    """``JOBS`` branch jobs and one netbox-branching sync, run by ``netbox rqworker``."""
+    figures = Figures()
+    with measured(netbox, figures):
+        jobs = netbox.driver(setting, "enqueue", JOBS)
+        figures.total = len(jobs["rq"]) + len(jobs["netbox"])
+        figures.failed, figures.left = _run_worker(netbox, setting, kind, jobs, allowance)
+    return figures
+
+
+def job_timeout(netbox: NetBox, setting: Setting, allowance: int) -> Figures:
+    """A job stopped by ``job_timeout`` mid-query, then jobs on the same branch."""
+    figures = Figures()
+    with measured(netbox, figures):
+        jobs = netbox.driver(setting, "enqueue-timeout")
+        timed_out, *after = jobs["rq"]
+        jobs["rq"] = after
+        figures.total = len(after)
+        figures.failed, figures.left = _run_worker(
+            netbox,
+            setting,
+            "in-process",
+            jobs,
+            allowance,
+            timed_out=timed_out,
+            on_done=lambda: figures.notes.append(f"{_sleeping(netbox)} query left running"),
+        )
+    return figures
+
+
+def _sleeping(netbox: NetBox) -> int:
+    """Backends still running the timed-out job's query, a moment after it was stopped."""
+    deadline = time.monotonic() + 2
+    while (
+        running := sum("pg_sleep" in query and state == "active" for *_, state, query in
+                       netbox.branch_backends())
+    ) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return running
+
+
+def _run_worker(
+    netbox: NetBox,
+    setting: Setting,
+    kind: str,
+    jobs: dict[str, list[str]],
+    allowance: int,
+    *,
+    timed_out: str | None = None,
+    on_done: object = None,
+) -> tuple[int, int]:
+    classes = ADAPTER_WORKERS if setting.adapter else STOCK_WORKERS
+    process = netbox.popen(
+        setting, str(BIN / "netbox"), "rqworker", "default", f"--worker-class={classes[kind]}"
+    )
+    try:
+        redis = netbox.redis.client()
+        ids = [*jobs["rq"], *jobs["netbox_rq"], *([timed_out] if timed_out else [])]
+
+        def all_done() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"rqworker exited with status {process.returncode}")
+            statuses = [job.get_status() if job else None for job in Job.fetch_many(ids, redis)]
+            return all(s in (JobStatus.FINISHED, JobStatus.FAILED) for s in statuses)
+
+        wait_until(all_done, timeout=300, what=f"the {kind} worker to run {len(ids)} jobs")
+        if callable(on_done):
+            on_done()
+        failed = sum(
+            job is None or job.get_status() != JobStatus.FINISHED
+            for job in Job.fetch_many(jobs["rq"], redis)
+        )
+        failed += netbox.errored_netbox_jobs(jobs["netbox"])
+        left = settled_left(netbox, allowance)
+    finally:
+        stop_process(process, signal.SIGTERM, timeout=60)
+    return failed, left
+
+
+def commands(netbox: NetBox, setting: Setting) -> dict[str, Figures]:
+    """``call_command()`` in one process, ``COMMAND_RUNS`` times, of commands touching every branch."""
+    results: dict[str, Figures] = {}
+    with measured(netbox, Figures()):
+        report = netbox.driver(setting, "commands", COMMAND_RUNS)
+    for name, runs in report.items():
+        results[name] = Figures(
+            total=len(runs),
+            failed=sum(run["failed"] for run in runs),
+            left=runs[-1]["left"],
+            peak=max(run["left"] for run in runs),
+            notes=["left after each run: " + " -> ".join(str(run["left"]) for run in runs)],
+        )
+    return results
