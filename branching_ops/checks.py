@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from typing import Any
+from typing import TypeGuard
 
 from django.apps import AppConfig
 from django.apps import apps
@@ -26,7 +27,7 @@ from branching_ops.databases import BranchDatabases
 DUMMY_ENGINE = "django.db.backends.dummy"
 
 
-def serves_branches(databases: object) -> bool:
+def serves_branches(databases: object) -> TypeGuard[dict[str, dict[str, Any]]]:
     """Whether this package manages the branches ``DATABASES`` serves.
 
     A :class:`BranchDatabases`, or netbox-branching's ``DynamicSchemaDict``,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from dcim.models import Site
 from django.core.management.base import BaseCommand
 from netbox_branching.models import Branch
 from netbox_branching.utilities import activate_branch
 
 from branching_ops.management.base import BranchCommand
-from dcim.models import Site
 from tests_netbox.scenarios import CLOSING
 from tests_netbox.scenarios import PLAIN
 

@@ -6,6 +6,8 @@ whether the adapter is on. The adapter lines are exactly the ones
 docs/netbox.md tells an operator to add.
 """
 
+from __future__ import annotations
+
 import os
 
 from netbox_branching.utilities import DynamicSchemaDict
@@ -16,7 +18,6 @@ ALLOWED_HOSTS = ["*"]
 SECRET_KEY = "netbox-test-secret-key-netbox-test-secret-key-0123456789"
 API_TOKEN_PEPPERS = {1: "netbox-test-pepper-" * 3}
 CENSUS_REPORTING_ENABLED = False
-LOGIN_REQUIRED = True
 
 DATABASES = DynamicSchemaDict(
     {
@@ -36,10 +37,10 @@ DATABASE_ROUTERS = ["netbox_branching.database.BranchAwareRouter"]
 _redis = {"HOST": "127.0.0.1", "PORT": int(os.environ["NETBOX_TEST_REDIS_PORT"]), "SSL": False}
 REDIS = {"tasks": {**_redis, "DATABASE": 0}, "caching": {**_redis, "DATABASE": 1}}
 
-PLUGINS = ["netbox_branching"]
-if ADAPTER:
-    PLUGINS.append("branching_ops.contrib.netbox")
-else:
+PLUGINS = ["netbox_branching", "branching_ops_netbox"] if ADAPTER else ["netbox_branching"]
+if "NETBOX_TEST_PLUGINS" in os.environ:
+    PLUGINS = os.environ["NETBOX_TEST_PLUGINS"].split(",")
+if not ADAPTER:
     # Stock netbox-branching gives its branch connections no application_name:
     # label them (and change nothing else) so the server can count them.
     from tests_netbox import labeller  # noqa: F401

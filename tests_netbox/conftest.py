@@ -6,11 +6,13 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import django
 import pytest
 
 from branching_ops.testing.postgres import running_postgres
 from branching_ops.testing.redis import running_redis
 from tests_netbox.instance import NetBox
+from tests_netbox.instance import Setting
 from tests_netbox.instance import netbox_instance
 from tests_netbox.scenarios import FIGURES
 from tests_netbox.scenarios import MAX_CONNECTIONS
@@ -31,6 +33,16 @@ def netbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetBox]:
         ) as instance,
     ):
         yield instance
+
+
+@pytest.fixture(scope="session")
+def netbox_process(netbox: NetBox) -> None:
+    """This process becomes NetBox with the adapter (CONN_MAX_AGE 0), for in-process tests."""
+    environment = netbox.env(Setting(adapter=True, conn_max_age=0))
+    os.environ.update(
+        {key: value for key, value in environment.items() if key.startswith(("NETBOX", "DJANGO"))}
+    )
+    django.setup()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

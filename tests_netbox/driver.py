@@ -1,7 +1,8 @@
-"""Runs inside NetBox (``python -m tests_netbox.driver COMMAND``); prints one JSON line.
+"""What needs NetBox's models: ``python -m tests_netbox.driver COMMAND`` prints one JSON line.
 
-The tests drive NetBox from the outside; what needs NetBox's models, its
-job machinery or an in-process ``call_command()`` happens here.
+The scenarios' ``call_command()`` runs here, in a NetBox process of the
+configuration measured; the jobs are enqueued by the test process itself
+(see the ``netbox_process`` fixture).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from typing import Any
 
 import django
+from django.db import connections
 
 TOKEN = "0123456789abcdef0123456789abcdef01234567"
 
@@ -20,7 +22,6 @@ TOKEN = "0123456789abcdef0123456789abcdef01234567"
 def setup(branches: int) -> dict[str, Any]:
     """An admin, a v1 API token and ``branches`` provisioned branches."""
     from netbox_branching.models import Branch
-
     from users.models import Token
     from users.models import User
 
@@ -47,7 +48,6 @@ def enqueue(count: int) -> dict[str, list[str]]:
     import django_rq
     from netbox_branching.jobs import SyncBranchJob
     from netbox_branching.models import Branch
-
     from users.models import User
 
     branches = list(Branch.objects.order_by("name"))
@@ -59,11 +59,12 @@ def enqueue(count: int) -> dict[str, list[str]]:
     sync = SyncBranchJob.enqueue(
         instance=branches[0], user=User.objects.get(username="admin"), commit=True
     )
+    connections.close_all()  # the scenario starts on an empty server
     return {"rq": rq_ids, "netbox": [str(sync.job_id)], "netbox_rq": [str(sync.job_id)]}
 
 
 def enqueue_timeout() -> dict[str, list[str]]:
-    """A query that outlives its job's ``job_timeout``; then jobs on the same branch and another."""
+    """A query that outlives its ``job_timeout``; then jobs on the same branch and another."""
     import django_rq
     from netbox_branching.models import Branch
 
@@ -75,6 +76,7 @@ def enqueue_timeout() -> dict[str, list[str]]:
         queue.enqueue("tests_netbox.jobs.touch_branch", first.schema_id),
         queue.enqueue("tests_netbox.jobs.touch_branch", second.schema_id),
     ]
+    connections.close_all()  # the scenario starts on an empty server
     return {"rq": [job.id for job in jobs], "netbox": [], "netbox_rq": []}
 
 
@@ -82,7 +84,6 @@ def commands(runs: int) -> dict[str, list[dict[str, int]]]:
     """``call_command()`` ``runs`` times in this process; branch backends left after each."""
     import psycopg
     from django.core.management import call_command
-    from django.db import connections
     from netbox_branching.models import Branch
 
     from tests_netbox.commands import COMMANDS
@@ -114,8 +115,6 @@ def commands(runs: int) -> dict[str, list[dict[str, int]]]:
 COMMANDS = {
     "setup": setup,
     "facts": facts,
-    "enqueue": enqueue,
-    "enqueue-timeout": enqueue_timeout,
     "commands": commands,
 }
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from dcim.models import Site
 from django.db import connections
 from netbox_branching.models import Branch
 from netbox_branching.utilities import activate_branch
-
-from dcim.models import Site
 
 
 def touch_branch(schema_id: str) -> int:

@@ -190,9 +190,11 @@ def _get(port: int, token: str, schema_id: str | None, server: subprocess.Popen[
 
 def worker(netbox: NetBox, setting: Setting, kind: str, allowance: int) -> Figures:
     """``JOBS`` branch jobs and one netbox-branching sync, run by ``netbox rqworker``."""
+    from tests_netbox.driver import enqueue
+
     figures = Figures()
     with measured(netbox, figures):
-        jobs = netbox.driver(setting, "enqueue", JOBS)
+        jobs = enqueue(JOBS)
         figures.total = len(jobs["rq"]) + len(jobs["netbox"])
         figures.failed, figures.left = _run_worker(netbox, setting, kind, jobs, allowance)
     return figures
@@ -200,9 +202,11 @@ def worker(netbox: NetBox, setting: Setting, kind: str, allowance: int) -> Figur
 
 def job_timeout(netbox: NetBox, setting: Setting, allowance: int) -> Figures:
     """A job stopped by ``job_timeout`` mid-query, then jobs on the same branch."""
+    from tests_netbox.driver import enqueue_timeout
+
     figures = Figures()
     with measured(netbox, figures):
-        jobs = netbox.driver(setting, "enqueue-timeout")
+        jobs = enqueue_timeout()
         timed_out, *after = jobs["rq"]
         jobs["rq"] = after
         figures.total = len(after)
@@ -222,8 +226,10 @@ def _sleeping(netbox: NetBox) -> int:
     """Backends still running the timed-out job's query, a moment after it was stopped."""
     deadline = time.monotonic() + 2
     while (
-        running := sum("pg_sleep" in query and state == "active" for *_, state, query in
-                       netbox.branch_backends())
+        running := sum(
+            "pg_sleep" in query and state == "active"
+            for *_, state, query in netbox.branch_backends()
+        )
     ) and time.monotonic() < deadline:
         time.sleep(0.05)
     return running
@@ -268,7 +274,7 @@ def _run_worker(
 
 
 def commands(netbox: NetBox, setting: Setting) -> dict[str, Figures]:
-    """``call_command()`` in one process, ``COMMAND_RUNS`` times, of commands touching every branch."""
+    """``call_command()`` of commands touching every branch, ``COMMAND_RUNS`` times."""
     results: dict[str, Figures] = {}
     with measured(netbox, Figures()):
         report = netbox.driver(setting, "commands", COMMAND_RUNS)

@@ -15,10 +15,13 @@ from tests_netbox.instance import NetBox
 from tests_netbox.instance import Setting
 
 CONN_MAX_AGES = [0, 300]
+# This process enqueues the jobs (NetBox's own Job records need NetBox).
+pytestmark = pytest.mark.usefixtures("netbox_process")
 
 
 def both(max_age: int) -> tuple[Setting, Setting]:
-    return Setting(adapter=False, conn_max_age=max_age), Setting(adapter=True, conn_max_age=max_age)
+    stock, adapter = (Setting(adapter=a, conn_max_age=max_age) for a in (False, True))
+    return stock, adapter
 
 
 def persistent(max_age: int, per_thread: int) -> int:

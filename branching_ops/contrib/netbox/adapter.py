@@ -71,7 +71,7 @@ def install() -> None:
     if not hook_in_place():
         logger.error(hook_moved_message())
     utilities.track_branch_connection = track_branch_connection
-    DynamicSchemaDict.__getitem__ = _getitem  # type: ignore[method-assign]
+    DynamicSchemaDict.__getitem__ = _getitem
     for signal in (request_started, request_finished):
         signal.disconnect(utilities.close_old_branch_connections)
 

@@ -36,7 +36,8 @@ def check_adapter(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> lis
 def check_plugin_settings(
     app_configs: Sequence[AppConfig] | None, **kwargs: Any
 ) -> list[CheckMessage]:
-    if "SEARCH_PATH_TAIL" not in settings.PLUGINS_CONFIG.get(NAME, {}):
+    plugin_config = settings.PLUGINS_CONFIG.get(NAME, {})  # type: ignore[misc]  # NetBox's
+    if "SEARCH_PATH_TAIL" not in plugin_config:
         return []
     return [
         Error(

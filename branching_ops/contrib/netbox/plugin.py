@@ -33,7 +33,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class BranchingOpsNetBoxConfig(PluginConfig):
+class BranchingOpsNetBoxConfig(PluginConfig):  # type: ignore[misc]  # NetBox is untyped
     name = NAME
     label = NAME
     verbose_name = "Branching ops"
@@ -82,7 +82,7 @@ class BranchingOpsNetBoxConfig(PluginConfig):
         # What the package reads as BRANCHING_OPS: this plugin's settings, and
         # netbox-branching's main schema as every branch's search_path tail.
         settings.BRANCHING_OPS = {
-            **settings.PLUGINS_CONFIG[NAME],
+            **settings.PLUGINS_CONFIG[NAME],  # type: ignore[misc]  # NetBox's setting
             "SEARCH_PATH_TAIL": [get_plugin_config("netbox_branching", "main_schema")],
         }
         adapter.install()

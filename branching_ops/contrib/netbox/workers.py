@@ -18,9 +18,9 @@ from branching_ops.workers import BranchSimpleWorker
 from branching_ops.workers import BranchWorker
 
 
-class NetBoxBranchWorker(BranchWorker, NetBoxRQWorker):
+class NetBoxBranchWorker(BranchWorker, NetBoxRQWorker):  # type: ignore[misc]
     """NetBox's worker (one forked process per job) with connection hygiene."""
 
 
-class NetBoxBranchSimpleWorker(BranchSimpleWorker, NetBoxRQWorker):
+class NetBoxBranchSimpleWorker(BranchSimpleWorker, NetBoxRQWorker):  # type: ignore[misc]
     """NetBox's worker running jobs in its own process, with connection hygiene."""
