@@ -1,4 +1,8 @@
-"""System checks; ids ``branching_ops.E001`` and up, ``branching_ops.W001`` and up."""
+"""System checks; ids ``branching_ops.E001`` and up, ``branching_ops.W001`` and up.
+
+None of them is tagged ``database``: they read settings and never connect, and
+Django 6.1 runs ``database``-tagged checks only when ``check --database`` is given.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from django.core.checks import register
 from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.postgresql.base import DatabaseWrapper as PostgreSQLWrapper
 from django.db.utils import load_backend
+from django.utils.module_loading import import_string
 
 from branching_ops.conf import DEFAULTS
 from branching_ops.conf import conf
@@ -51,7 +56,7 @@ def _is_postgresql(engine: str) -> bool:
     return issubclass(backend.DatabaseWrapper, PostgreSQLWrapper)
 
 
-@register(Tags.database, Tags.compatibility)
+@register(Tags.compatibility)
 def check_databases(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
     databases = settings.DATABASES
     if not serves_branches(databases) or "default" not in databases:
@@ -215,7 +220,7 @@ def check_search_path_settings(
 # a settings module that builds a BranchDatabases has imported that.
 
 
-@register(Tags.database, Tags.compatibility)
+@register(Tags.compatibility)
 def check_default_database(
     app_configs: Sequence[AppConfig] | None, **kwargs: Any
 ) -> list[CheckMessage]:
@@ -257,3 +262,33 @@ def check_installed(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> l
             id="branching_ops.E031",
         )
     ]
+
+
+@register(Tags.compatibility)
+def check_worker_class(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    """``BranchSpawnWorker`` on an rq whose job process would run none of its hooks."""
+    path = getattr(settings, "RQ", {}).get("WORKER_CLASS")
+    try:
+        worker_class = import_string(path) if isinstance(path, str) else None
+    except ImportError:
+        return []  # django-rq reports a class it cannot import.
+    # A subclass of ours has imported our workers module (and so rq); any
+    # other class has not, and must not make this check import rq.
+    workers = sys.modules.get("branching_ops.workers")
+    if (
+        workers is not None
+        and isinstance(worker_class, type)
+        and issubclass(worker_class, workers.BranchSpawnWorker)
+        and not workers.SPAWN_SUPPORTED
+    ):
+        return [
+            Error(
+                f"RQ['WORKER_CLASS'] is {path!r}: {workers.SPAWN_UNSUPPORTED}",
+                hint="Upgrade to rq >= 3, or set RQ['WORKER_CLASS'] to "
+                "'branching_ops.workers.BranchWorker'.",
+                id="branching_ops.E032",
+            )
+        ]
+    return []

@@ -20,6 +20,15 @@ The hooks wrap ``perform_job``, which runs in the process that
 runs the job (the worker itself for ``SimpleWorker``, the job process for
 ``Worker`` and ``SpawnWorker``) and which calls the job's ``on_success``/``on_failure``
 callbacks, so those still see the job's connections.
+
+rq 2.6 to 3.x are supported. What differs between them is detected, not
+read from a version number: ``perform_job`` takes an ``execution`` argument
+from rq 3 on (passed through as ``*args``), and only rq 3's ``SpawnWorker``
+runs the worker's own class in the job process (see :data:`SPAWN_SUPPORTED`).
+
+Django's other aliases may use any backend (a sqlite or MySQL database beside
+the PostgreSQL ones): the server-side checks below only apply to PostgreSQL
+connections, and no hook lets an exception stop the worker.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from types import FrameType
 from typing import Any
 
 import django
+from django.core.management import CommandError
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from psycopg.pq import TransactionStatus
@@ -64,21 +74,31 @@ def _branch_wrappers() -> list[BaseDatabaseWrapper]:
 
 
 def _apply(
-    close: Callable[[BaseDatabaseWrapper], None], wrappers: list[BaseDatabaseWrapper]
+    action: Callable[[BaseDatabaseWrapper], None],
+    wrappers: list[BaseDatabaseWrapper],
+    what: str = "Closing",
 ) -> None:
-    """Apply ``close`` to each wrapper; log a failure and go on, never raise."""
+    """Apply ``action`` to each wrapper; log a failure and go on, never raise."""
     for wrapper in wrappers:
         try:
-            close(wrapper)
+            action(wrapper)
         except Exception:
-            logger.warning("Closing connection %s failed.", wrapper.alias, exc_info=True)
+            logger.warning("%s connection %s failed.", what, wrapper.alias, exc_info=True)
+
+
+def _server_status(wrapper: BaseDatabaseWrapper) -> TransactionStatus | None:
+    """The server's transaction status of an open PostgreSQL connection, else None.
+
+    Only PostgreSQL reports it (psycopg 3 and psycopg2 alike); a connection of
+    another backend has no server-side status to read and nothing to cancel.
+    """
+    if wrapper.vendor != "postgresql" or wrapper.connection is None:
+        return None
+    return TransactionStatus(wrapper.connection.info.transaction_status)
 
 
 def _cancel_running_query(wrapper: BaseDatabaseWrapper) -> None:
-    if (
-        wrapper.connection is not None
-        and wrapper.connection.info.transaction_status == TransactionStatus.ACTIVE
-    ):
+    if _server_status(wrapper) == TransactionStatus.ACTIVE:
         logger.info("Cancelling the query running on connection %s.", wrapper.alias)
         wrapper.connection.cancel()
 
@@ -97,6 +117,7 @@ class BranchDeathPenalty(UnixSignalDeathPenalty):
         _apply(
             _cancel_running_query,
             [*connections.all(initialized_only=True), *_branch_wrappers()],
+            what="Cancelling the query on",
         )
         super().handle_death_penalty(signum, frame)  # type: ignore[no-untyped-call]
 
@@ -110,10 +131,8 @@ def _left_in_transaction(wrapper: BaseDatabaseWrapper) -> bool:
     ``atomic()`` block belongs to code that is still running (a test around
     the worker) and is left alone.
     """
-    return (
-        wrapper.connection is not None
-        and not wrapper.in_atomic_block
-        and wrapper.connection.info.transaction_status != TransactionStatus.IDLE
+    return _server_status(wrapper) not in (None, TransactionStatus.IDLE) and not (
+        wrapper.in_atomic_block
     )
 
 
@@ -173,6 +192,22 @@ class BranchWorker(BranchJobMixin, Worker):
         super().fork_work_horse(job, queue)
 
 
+SPAWN_SUPPORTED = hasattr(SpawnWorker, "_dump_worker_config")
+"""Whether rq's ``SpawnWorker`` runs the worker's own class in the job process.
+
+rq 3 pickles the worker class into the spawned interpreter; rq 2 rebuilds a
+plain ``rq.Worker`` there, so none of :class:`BranchSpawnWorker`'s hooks
+(``django.setup()``, closing, query-cancelling timeouts) would run. Detected
+from the method rq 3 added for that, not from a version number.
+"""
+
+SPAWN_UNSUPPORTED = (
+    "BranchSpawnWorker needs rq >= 3: rq 2's SpawnWorker runs jobs in a plain rq.Worker, "
+    "without Django and without this package's connection hygiene. "
+    "Use branching_ops.workers.BranchWorker (forking) or BranchSimpleWorker instead."
+)
+
+
 class BranchSpawnWorker(BranchWorker, SpawnWorker):
     """``rq.SpawnWorker`` (a fresh interpreter per job) with connection hygiene.
 
@@ -180,7 +215,16 @@ class BranchSpawnWorker(BranchWorker, SpawnWorker):
     calls :meth:`main_work_horse`, but never runs ``manage.py``, so Django
     is set up here (from ``DJANGO_SETTINGS_MODULE``, which ``manage.py`` and
     ``--settings`` put in the environment the job process inherits).
+
+    On rq 2 it refuses to start (see :data:`SPAWN_SUPPORTED`). It raises
+    ``CommandError`` because ``rqworker`` builds the worker inside its
+    ``handle()``: Django prints the message without a traceback and exits 1.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if not SPAWN_SUPPORTED:
+            raise CommandError(SPAWN_UNSUPPORTED)
+        super().__init__(*args, **kwargs)
 
     def main_work_horse(self, job: Job, queue: Queue) -> None:
         django.setup()

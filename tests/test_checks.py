@@ -20,8 +20,10 @@ from branching_ops.checks import check_default_database
 from branching_ops.checks import check_installed
 from branching_ops.checks import check_known_settings
 from branching_ops.checks import check_settings
+from branching_ops.checks import check_worker_class
 from branching_ops.conf import DEFAULTS
 from branching_ops.databases import BranchDatabases
+from branching_ops.workers import SPAWN_SUPPORTED
 from tests.servers import ROOT
 
 pytestmark = pytest.mark.filterwarnings("ignore:Overriding setting DATABASES:UserWarning")
@@ -175,15 +177,52 @@ def test_w012_persistent_connections_without_a_cap() -> None:
 
 
 def test_checks_run_with_the_check_command() -> None:
+    """Without ``--database`` too: Django 6.1 skips checks tagged ``database`` then."""
     out = StringIO()
     with (
-        override_settings(BRANCHING_OPS={"MAX_CONNECTIONS_PER_THREAD": 0, "TYPO": 1}),
+        override_settings(
+            BRANCHING_OPS={"MAX_CONNECTIONS_PER_THREAD": 0, "TYPO": 1},
+            DATABASES=BranchDatabases({"default": {"ENGINE": "django.db.backends.sqlite3"}}),
+        ),
         pytest.raises(SystemCheckError) as excinfo,
     ):
         call_command("check", stdout=out, stderr=out)
 
+    assert "branching_ops.E001" in str(excinfo.value)
     assert "branching_ops.E011" in str(excinfo.value)
     assert "branching_ops.W010" in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    "worker_class",
+    ["branching_ops.workers.BranchSpawnWorker", "tests.project.jobs.SpawnWorkerSubclass"],
+)
+def test_e032_spawn_worker_needs_rq_3(worker_class: str) -> None:
+    """rq 2's spawned job process runs a plain rq.Worker: refuse ours there."""
+    with override_settings(RQ={"WORKER_CLASS": worker_class}):
+        errors = check_worker_class(None)
+
+    if SPAWN_SUPPORTED:
+        assert errors == []
+    else:
+        [error] = errors
+        assert error.id == "branching_ops.E032"
+        assert error.msg.startswith(f"RQ['WORKER_CLASS'] is {worker_class!r}: ")
+        assert "BranchSpawnWorker needs rq >= 3" in error.msg
+
+
+@pytest.mark.parametrize(
+    "worker_class",
+    [
+        "branching_ops.workers.BranchWorker",
+        "rq.worker.SpawnWorker",
+        "no.such.Worker",
+        None,
+    ],
+)
+def test_e032_not_raised_for_other_workers(worker_class: str | None) -> None:
+    with override_settings(RQ={"WORKER_CLASS": worker_class} if worker_class else {}):
+        assert check_worker_class(None) == []
 
 
 # Project misconfigurations (E030 and up).

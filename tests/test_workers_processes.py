@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from rq import Callback
@@ -11,6 +12,7 @@ from rq.job import Job
 from rq.job import JobStatus
 
 from branching_ops.testing.postgres import PostgresServer
+from branching_ops.workers import SPAWN_SUPPORTED
 from tests.backends import BranchBackends
 from tests.rqworkers import JOBS
 from tests.rqworkers import result
@@ -161,13 +163,23 @@ def test_rqworker_pool_closes_kept_connections_at_exit(
 
 @pytest.mark.slow
 def test_branch_spawn_worker(queue: Queue, branch_backends: BranchBackends) -> None:
-    """A fresh interpreter per job: Django is set up in it, and it says goodbye."""
+    """A fresh interpreter per job: Django is set up in it, and it says goodbye.
+
+    On rq 2 the job process would be a plain rq.Worker: the worker refuses to
+    start, with a message and exit status 1, and leaves the jobs queued.
+    """
     touched = [queue.enqueue(f"{JOBS}.touch_branch", f"spawn{i}") for i in range(2)]
     orm = queue.enqueue(f"{JOBS}.count_notes", "spawn_orm")
     failed = queue.enqueue(f"{JOBS}.fail_on_branch", "spawn_fail")
 
     run = run_burst(branch_backends, "--worker-class=branching_ops.workers.BranchSpawnWorker")
 
+    if not SPAWN_SUPPORTED:
+        assert run.returncode == 1, run.output
+        assert "CommandError: BranchSpawnWorker needs rq >= 3" in run.output
+        assert "Traceback" not in run.output
+        assert {job.get_status() for job in [*touched, orm, failed]} == {JobStatus.QUEUED}
+        return
     assert run.returncode == 0, run.output
     assert [job.get_status() for job in [*touched, orm]] == [JobStatus.FINISHED] * 3, run.output
     assert orm.return_value() == 0
@@ -175,3 +187,33 @@ def test_branch_spawn_worker(queue: Queue, branch_backends: BranchBackends) -> N
     assert 1 <= run.peak <= PEAK_PER_WORKER, run.peak_backends
     branch_backends.wait_for([])
     assert run.unexpected_eofs() == 0, run.server_log
+
+
+def test_simple_worker_beside_a_sqlite_alias(
+    queue: Queue, branch_backends: BranchBackends, tmp_path: Path
+) -> None:
+    """A connection of another engine neither stops the worker nor confuses a timeout.
+
+    sqlite has no server transaction status and no query to cancel on a
+    server: the hooks pass it over instead of raising (which stopped the
+    worker after the first job) or logging a failed close.
+    """
+    other = queue.enqueue(f"{JOBS}.use_other_database")
+    timed_out = queue.enqueue(
+        f"{JOBS}.slow_query_after_other_database", "sqlite_timeout", 30, job_timeout=1
+    )
+    after = queue.enqueue(f"{JOBS}.touch_branch", "sqlite_after")
+
+    run = run_burst(
+        branch_backends,
+        "--worker-class=branching_ops.workers.BranchSimpleWorker",
+        BRANCHING_OPS_TEST_SQLITE=str(tmp_path / "other.sqlite3"),
+    )
+
+    assert run.returncode == 0, run.output
+    assert other.get_status() == JobStatus.FINISHED, run.output
+    assert timed_out.get_status() == JobStatus.FAILED, run.output
+    assert "JobTimeoutException" in (result(timed_out).exc_string or "")
+    assert after.get_status() == JobStatus.FINISHED, run.output
+    assert "connection other failed" not in run.output
+    branch_backends.wait_for([])

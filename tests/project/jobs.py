@@ -14,6 +14,7 @@ from rq.job import Job
 
 from branching_ops.routers import activate_branch
 from branching_ops.tracking import tracked_aliases
+from branching_ops.workers import BranchSpawnWorker
 from tests.testapp.models import Note
 
 
@@ -66,6 +67,21 @@ def query_reporting_pid(name: str, seconds: float) -> None:
         cursor.execute("SELECT pg_sleep(%s)", [seconds])
 
 
+def use_other_database() -> None:
+    """A job on the sqlite alias: a connection with no PostgreSQL server status."""
+    with connections["other"].cursor() as cursor:
+        cursor.execute("BEGIN")
+        cursor.execute("SELECT 1")
+
+
+def slow_query_after_other_database(name: str, seconds: float) -> None:
+    """Open the sqlite alias, then a branch query that outlives ``job_timeout``."""
+    with connections["other"].cursor() as cursor:
+        cursor.execute("SELECT 1")
+    with connections[f"schema_{name}"].cursor() as cursor:
+        cursor.execute("SELECT pg_sleep(%s)", [seconds])
+
+
 def wait(seconds: float) -> None:
     time.sleep(seconds)
 
@@ -91,3 +107,7 @@ def on_failure_query(job: Job, connection: Redis[bytes], *exc_info: Any, **kwarg
 def open_branches() -> list[str]:
     """The branch aliases with an open connection in this thread (in-process workers)."""
     return [alias for alias in tracked_aliases() if connections[alias].connection is not None]
+
+
+class SpawnWorkerSubclass(BranchSpawnWorker):
+    """A project's own spawn worker built on ours (for the E032 check)."""

@@ -38,6 +38,9 @@ DATABASES = BranchDatabases(
         }
     }
 )
+if other := os.environ.get("BRANCHING_OPS_TEST_SQLITE"):
+    # A second alias of another engine beside the PostgreSQL ones (worker tests).
+    DATABASES["other"] = {"ENGINE": "django.db.backends.sqlite3", "NAME": other}
 DATABASE_ROUTERS = ["branching_ops.routers.BranchRouter"]
 
 RQ_QUEUES = {

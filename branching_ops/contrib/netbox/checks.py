@@ -18,7 +18,7 @@ from branching_ops.contrib.netbox import adapter
 from branching_ops.contrib.netbox.plugin import NAME
 
 
-@register(Tags.database, Tags.compatibility)
+@register(Tags.compatibility)
 def check_adapter(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
     if adapter.installed():
         return []
@@ -50,7 +50,7 @@ def check_plugin_settings(
     ]
 
 
-@register(Tags.database, Tags.compatibility)
+@register(Tags.compatibility)
 def check_uncapped_persistent_connections(
     app_configs: Sequence[AppConfig] | None, **kwargs: Any
 ) -> list[CheckMessage]:
