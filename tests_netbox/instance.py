@@ -194,7 +194,7 @@ def netbox_instance(
         )
         facts = netbox.driver(stock, "facts")
     else:
-        netbox.netbox(stock, "migrate", "--no-input")
+        netbox.netbox(stock, "migrate", "--no-input", timeout=3600)
         facts = netbox.driver(stock, "setup", str(BRANCHES))
         if dump is not None:
             dump.parent.mkdir(parents=True, exist_ok=True)
