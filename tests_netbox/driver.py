@@ -86,6 +86,7 @@ def commands(runs: int) -> dict[str, list[dict[str, int]]]:
     from django.core.management import call_command
     from netbox_branching.models import Branch
 
+    from branching_ops.tracking import close_branch_connections
     from tests_netbox.commands import COMMANDS
     from tests_netbox.instance import BRANCH_BACKENDS_SQL
 
@@ -106,9 +107,11 @@ def commands(runs: int) -> dict[str, list[dict[str, int]]]:
                     failed = 0
                 left = len(monitor.execute(BRANCH_BACKENDS_SQL).fetchall())
                 report[name].append({"failed": failed, "left": left})
-            # The next command starts with none of this one's connections.
+            # The next command starts with none of this one's connections
+            # (closed through Django for stock, then untracked for the adapter).
             for branch in Branch.objects.all():
                 connections[branch.connection_name].close()
+            close_branch_connections()
     return report
 
 

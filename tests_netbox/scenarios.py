@@ -277,7 +277,7 @@ def commands(netbox: NetBox, setting: Setting) -> dict[str, Figures]:
     """``call_command()`` of commands touching every branch, ``COMMAND_RUNS`` times."""
     results: dict[str, Figures] = {}
     with measured(netbox, Figures()):
-        report = netbox.driver(setting, "commands", COMMAND_RUNS)
+        report = netbox.driver(setting, "commands", str(COMMAND_RUNS))
     for name, runs in report.items():
         results[name] = Figures(
             total=len(runs),
