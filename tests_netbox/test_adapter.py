@@ -116,15 +116,19 @@ def test_search_path_tail_in_plugins_config_is_e061() -> None:
 
 
 @pytest.mark.parametrize(
-    ("max_age", "expected"), [(300, ["branching_ops.W060"]), (None, ["branching_ops.W012"])]
+    ("max_age", "uncapped", "capped"),
+    [
+        (300, ["branching_ops.W060"], []),
+        (None, ["branching_ops.W012"], ["branching_ops.W011"]),
+    ],
 )
-def test_uncapped_persistent_connections_warn(
-    monkeypatch: pytest.MonkeyPatch, max_age: int | None, expected: list[str]
+def test_persistent_connections_warn_without_the_default_cap(
+    monkeypatch: pytest.MonkeyPatch, max_age: int | None, uncapped: list[str], capped: list[str]
 ) -> None:
     monkeypatch.setitem(settings.DATABASES["default"], "CONN_MAX_AGE", max_age)
     with override_settings(BRANCHING_OPS={"MAX_CONNECTIONS_PER_THREAD": None}):
-        assert branching_ops_messages() == expected
-    assert branching_ops_messages() == []  # the default cap
+        assert branching_ops_messages() == uncapped
+    assert branching_ops_messages() == capped
 
 
 def test_validate_refuses_missing_or_untested_netbox_branching(

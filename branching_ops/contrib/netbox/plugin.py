@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -40,9 +39,8 @@ class BranchingOpsNetBoxConfig(PluginConfig):  # type: ignore[misc]  # NetBox is
     description = "Keeps netbox-branching's branch connections from leaking"
     version = branching_ops.__version__
     base_url = "branching-ops"
-    # Commands come from here (branch_create and branch_drop refuse), then
-    # from branching_ops, which must come after this app to be overridden.
-    path = str(Path(__file__).parent)
+    # This app's commands (branch_create and branch_drop, refused) take the
+    # place of branching_ops' own because it comes first in INSTALLED_APPS.
     django_apps = [f"{__name__}.BranchingOpsNetBoxConfig", "branching_ops"]
     default_settings = DEFAULTS
 

@@ -3,8 +3,9 @@
 A NetBox branch is a ``Branch`` record whose schema netbox-branching
 provisions (tables, triggers, migrations state) and deprovisions; a schema
 made or dropped beside it is one NetBox does not know or a record whose
-schema is gone. These commands take the place of the package's own ones
-(this app comes before ``branching_ops`` in ``INSTALLED_APPS``).
+schema is gone. The plugin's commands (``branching_ops_netbox.management``)
+take the place of the package's own ones: its app comes before
+``branching_ops`` in ``INSTALLED_APPS``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from branching_ops.contrib.netbox.management.refused import RefusedCommand
+from branching_ops.contrib.netbox.refused import RefusedCommand
 
 
 class Command(RefusedCommand):
