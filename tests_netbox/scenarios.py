@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -43,7 +44,7 @@ CAP = 1  # the adapter's default MAX_CONNECTIONS_PER_THREAD
 PLAIN = "call_command (BaseCommand)"
 CLOSING = "call_command (BranchCommand)"
 EOF_LINE = "unexpected EOF on client connection"
-SETTLE_SECONDS = 5.0
+SETTLE_SECONDS = 2.0
 
 STOCK_WORKERS = {"forking": "utilities.rqworker.NetBoxRQWorker", "in-process": "rq.SimpleWorker"}
 ADAPTER_WORKERS = {
@@ -114,12 +115,21 @@ def _branch_count(monitor: psycopg.Connection[tuple[object, ...]]) -> int:
     return len(monitor.execute(BRANCH_BACKENDS_SQL).fetchall())
 
 
-def settled_left(netbox: NetBox, allowance: int) -> int:
-    """Branch backends left, once closed ones had time to leave ``pg_stat_activity``."""
+def settled(count: Callable[[], int], allowance: int) -> int:
+    """``count()`` of branch backends, once closed ones had time to leave ``pg_stat_activity``.
+
+    A backend leaves it a moment after its client closed the connection:
+    wait (at most ``SETTLE_SECONDS``) for the count to come down to
+    ``allowance``, and return what it came down to.
+    """
     deadline = time.monotonic() + SETTLE_SECONDS
-    while (left := len(netbox.branch_backends())) > allowance and time.monotonic() < deadline:
+    while (left := count()) > allowance and time.monotonic() < deadline:
         time.sleep(0.05)
     return left
+
+
+def settled_left(netbox: NetBox, allowance: int) -> int:
+    return settled(lambda: len(netbox.branch_backends()), allowance)
 
 
 @contextmanager
