@@ -133,24 +133,32 @@ def settled_left(netbox: NetBox, allowance: int) -> int:
 
 
 @contextmanager
-def measured(netbox: NetBox, figures: Figures) -> Iterator[Sampler]:
-    """Start on an empty server; sample the peak; count EOFs; leave the server empty."""
+def clean_server(netbox: NetBox) -> Iterator[None]:
+    """Start on a server without NetBox backends; leave it without any."""
     netbox.terminate_backends()
+    try:
+        yield
+    finally:
+        netbox.terminate_backends()
+
+
+@contextmanager
+def window(netbox: NetBox, figures: Figures) -> Iterator[None]:
+    """Measure the block: the peak of branch backends, the EOFs the server logged."""
     offset = netbox.log_offset()
     try:
         with Sampler(netbox).running() as sampler:
-            yield sampler
+            yield
         figures.peak = sampler.peak
     finally:
         figures.eof = netbox.log_since(offset).count(EOF_LINE)
-        netbox.terminate_backends()
 
 
 def http(netbox: NetBox, setting: Setting, allowance: int) -> Figures:
     """REST API requests through gunicorn gthread, round robin over every branch."""
     figures = Figures(total=REQUESTS)
     port = free_port()
-    with measured(netbox, figures):
+    with clean_server(netbox), window(netbox, figures):
         server = netbox.popen(
             setting,
             str(BIN / "gunicorn"),
@@ -198,43 +206,84 @@ def _get(port: int, token: str, schema_id: str | None, server: subprocess.Popen[
         return 0
 
 
-def worker(netbox: NetBox, setting: Setting, kind: str, allowance: int) -> Figures:
-    """``JOBS`` branch jobs and one netbox-branching sync, run by ``netbox rqworker``."""
+class Worker:
+    """A ``netbox rqworker`` on the ``default`` queue, with the class of ``kind``."""
+
+    def __init__(self, netbox: NetBox, setting: Setting, kind: str) -> None:
+        self.netbox = netbox
+        self.kind = kind
+        worker_class = (ADAPTER_WORKERS if setting.adapter else STOCK_WORKERS)[kind]
+        self.process = netbox.popen(
+            setting, str(BIN / "netbox"), "rqworker", "default", f"--worker-class={worker_class}"
+        )
+
+    def stop(self) -> None:
+        stop_process(self.process, signal.SIGTERM, timeout=60)
+
+    def run(self, jobs: dict[str, list[str]], figures: Figures, allowance: int) -> None:
+        """Wait for ``jobs`` (their "expected_failures" may fail); count failures, what is left."""
+        redis = self.netbox.redis.client()
+        checked = [*jobs["rq"], *jobs["netbox_rq"]]
+        waited = [*checked, *jobs["expected_failures"]]
+
+        def all_done() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"rqworker exited with status {self.process.returncode}")
+            return all(
+                job is not None and job.get_status() in (JobStatus.FINISHED, JobStatus.FAILED)
+                for job in Job.fetch_many(waited, redis)
+            )
+
+        wait_until(all_done, timeout=300, what=f"the {self.kind} worker to run {len(waited)} jobs")
+        figures.total = len(jobs["rq"]) + len(jobs["netbox"])
+        figures.failed = sum(
+            job is None or job.get_status() != JobStatus.FINISHED
+            for job in Job.fetch_many(jobs["rq"], redis)
+        ) + self.netbox.errored_netbox_jobs(jobs["netbox"])
+        figures.left = settled_left(self.netbox, allowance)
+
+
+def forking_worker(netbox: NetBox, setting: Setting) -> Figures:
+    """``JOBS`` branch jobs and netbox-branching's sync of a branch, one process each."""
     from tests_netbox.driver import enqueue
 
     figures = Figures()
-    with measured(netbox, figures):
-        jobs = enqueue(JOBS)
-        figures.total = len(jobs["rq"]) + len(jobs["netbox"])
-        figures.failed, figures.left = _run_worker(netbox, setting, kind, jobs, allowance)
+    with clean_server(netbox), window(netbox, figures):
+        worker = Worker(netbox, setting, "forking")
+        try:
+            worker.run(enqueue(JOBS), figures, allowance=0)
+        finally:
+            worker.stop()
     return figures
 
 
-def job_timeout(netbox: NetBox, setting: Setting, allowance: int) -> Figures:
-    """A job stopped by ``job_timeout`` mid-query, then jobs on the same branch."""
+def in_process_worker(netbox: NetBox, setting: Setting, allowance: int) -> tuple[Figures, Figures]:
+    """In one worker process: the jobs of :func:`forking_worker`, then a ``job_timeout``.
+
+    The second batch: a job stopped by ``job_timeout`` while its query runs,
+    then jobs on the same branch and on another.
+    """
+    from tests_netbox.driver import enqueue
     from tests_netbox.driver import enqueue_timeout
 
-    figures = Figures()
-    with measured(netbox, figures):
-        jobs = enqueue_timeout()
-        timed_out, *after = jobs["rq"]
-        jobs["rq"] = after
-        figures.total = len(after)
-        figures.failed, figures.left = _run_worker(
-            netbox,
-            setting,
-            "in-process",
-            jobs,
-            allowance,
-            timed_out=timed_out,
-            on_done=lambda: figures.notes.append(f"{_sleeping(netbox)} query left running"),
-        )
-    return figures
+    jobs, timeout = Figures(), Figures()
+    with clean_server(netbox):
+        worker = Worker(netbox, setting, "in-process")
+        try:
+            with window(netbox, jobs):
+                worker.run(enqueue(JOBS), jobs, allowance)
+            with window(netbox, timeout):
+                worker.run(enqueue_timeout(), timeout, allowance)
+                timeout.notes.append(f"{_sleeping(netbox)} query left running")
+                worker.stop()
+        finally:
+            worker.stop()
+    return jobs, timeout
 
 
 def _sleeping(netbox: NetBox) -> int:
     """Backends still running the timed-out job's query, a moment after it was stopped."""
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + SETTLE_SECONDS
     while (
         running := sum(
             "pg_sleep" in query and state == "active"
@@ -245,48 +294,10 @@ def _sleeping(netbox: NetBox) -> int:
     return running
 
 
-def _run_worker(
-    netbox: NetBox,
-    setting: Setting,
-    kind: str,
-    jobs: dict[str, list[str]],
-    allowance: int,
-    *,
-    timed_out: str | None = None,
-    on_done: object = None,
-) -> tuple[int, int]:
-    classes = ADAPTER_WORKERS if setting.adapter else STOCK_WORKERS
-    process = netbox.popen(
-        setting, str(BIN / "netbox"), "rqworker", "default", f"--worker-class={classes[kind]}"
-    )
-    try:
-        redis = netbox.redis.client()
-        ids = [*jobs["rq"], *jobs["netbox_rq"], *([timed_out] if timed_out else [])]
-
-        def all_done() -> bool:
-            if process.poll() is not None:
-                raise RuntimeError(f"rqworker exited with status {process.returncode}")
-            statuses = [job.get_status() if job else None for job in Job.fetch_many(ids, redis)]
-            return all(s in (JobStatus.FINISHED, JobStatus.FAILED) for s in statuses)
-
-        wait_until(all_done, timeout=300, what=f"the {kind} worker to run {len(ids)} jobs")
-        if callable(on_done):
-            on_done()
-        failed = sum(
-            job is None or job.get_status() != JobStatus.FINISHED
-            for job in Job.fetch_many(jobs["rq"], redis)
-        )
-        failed += netbox.errored_netbox_jobs(jobs["netbox"])
-        left = settled_left(netbox, allowance)
-    finally:
-        stop_process(process, signal.SIGTERM, timeout=60)
-    return failed, left
-
-
 def commands(netbox: NetBox, setting: Setting) -> dict[str, Figures]:
     """``call_command()`` of commands touching every branch, ``COMMAND_RUNS`` times."""
     results: dict[str, Figures] = {}
-    with measured(netbox, Figures()):
+    with clean_server(netbox):
         report = netbox.driver(setting, "commands", str(COMMAND_RUNS))
     for name, runs in report.items():
         results[name] = Figures(

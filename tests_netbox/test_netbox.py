@@ -41,29 +41,34 @@ def test_http(netbox: NetBox, max_age: int) -> None:
     assert adapter.left <= allowance
 
 
-@pytest.mark.parametrize("kind", ["in-process", "forking"])
 @pytest.mark.parametrize("max_age", CONN_MAX_AGES)
-def test_worker(netbox: NetBox, max_age: int, kind: str) -> None:
-    allowance = persistent(max_age, 1) if kind == "in-process" else 0
-    stock, adapter = (scenarios.worker(netbox, s, kind, allowance) for s in both(max_age))
-    scenarios.record(f"rqworker, {kind}", both(max_age)[0], stock)
-    scenarios.record(f"rqworker, {kind}", both(max_age)[1], adapter)
+def test_forking_worker(netbox: NetBox, max_age: int) -> None:
+    stock, adapter = (scenarios.forking_worker(netbox, s) for s in both(max_age))
+    scenarios.record("rqworker, forking", both(max_age)[0], stock)
+    scenarios.record("rqworker, forking", both(max_age)[1], adapter)
+    assert stock.peak > 0
+    assert adapter.peak > 0
+    assert (adapter.failed, adapter.left, adapter.eof) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("max_age", CONN_MAX_AGES)
+def test_in_process_worker_and_job_timeout(netbox: NetBox, max_age: int) -> None:
+    allowance = persistent(max_age, 1)
+    (stock, stock_timeout), (adapter, adapter_timeout) = (
+        scenarios.in_process_worker(netbox, s, allowance) for s in both(max_age)
+    )
+    for setting, jobs, timeout in zip(
+        both(max_age), (stock, adapter), (stock_timeout, adapter_timeout), strict=True
+    ):
+        scenarios.record("rqworker, in-process", setting, jobs)
+        scenarios.record("job_timeout mid-query, in-process", setting, timeout)
     assert stock.peak > 0
     assert adapter.peak > 0
     assert (adapter.failed, adapter.eof) == (0, 0)
     assert adapter.left <= allowance
-
-
-@pytest.mark.parametrize("max_age", CONN_MAX_AGES)
-def test_job_timeout(netbox: NetBox, max_age: int) -> None:
-    allowance = persistent(max_age, 1)
-    stock, adapter = (scenarios.job_timeout(netbox, s, allowance) for s in both(max_age))
-    scenarios.record("job_timeout mid-query", both(max_age)[0], stock)
-    scenarios.record("job_timeout mid-query", both(max_age)[1], adapter)
-    assert stock.peak > 0
-    assert adapter.notes == ["0 query left running"]
-    assert (adapter.failed, adapter.eof) == (0, 0)
-    assert adapter.left <= allowance
+    assert adapter_timeout.notes == ["0 query left running"]
+    assert (adapter_timeout.failed, adapter_timeout.eof) == (0, 0)
+    assert adapter_timeout.left <= allowance
 
 
 @pytest.mark.parametrize("max_age", CONN_MAX_AGES)
