@@ -32,7 +32,11 @@ def netbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetBox]:
             Path(cache) if cache else None,
         ) as instance,
     ):
+        TIMINGS.update(instance.timings)
         yield instance
+
+
+TIMINGS: dict[str, float] = {}
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +50,10 @@ def netbox_process(netbox: NetBox) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if TIMINGS:
+        terminalreporter.write_sep("=", "NetBox instance set-up")
+        for step, seconds in TIMINGS.items():
+            terminalreporter.write_line(f"{step}: {seconds:.0f} s")
     if FIGURES:
         terminalreporter.write_sep("=", "NetBox figures: stock vs adapter")
         terminalreporter.write_line(figures_table())

@@ -137,7 +137,6 @@ def commands(runs: int) -> dict[str, list[dict[str, int]]]:
 
 COMMANDS = {
     "setup": setup,
-    "facts": facts,
     "commands": commands,
 }
 

@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from dataclasses import field
 from importlib.metadata import version
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from branching_ops.testing.redis import RedisServer
 REPO = Path(__file__).resolve().parent.parent
 DBNAME = "netbox"
 ROLE = "netbox"
-BRANCHES = 12
+BRANCHES = 10
 # pg_dump takes a lock per table: every branch is a copy of ~200 tables.
 MAX_LOCKS_PER_TRANSACTION = 1024
 BIN = Path(sys.executable).parent
@@ -76,6 +77,13 @@ class NetBox:
     redis: RedisServer
     token: str = ""
     branches: tuple[str, ...] = ()  # schema ids, in the order they were provisioned
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per set-up step
+
+    @contextmanager
+    def timed(self, step: str) -> Iterator[None]:
+        start = time.monotonic()
+        yield
+        self.timings[step] = time.monotonic() - start
 
     def env(self, setting: Setting) -> dict[str, str]:
         return {
@@ -187,24 +195,29 @@ def netbox_instance(
     dump = cache / f"{cache_key()}.dump" if cache is not None else None
     conninfo = ["-h", postgres.host, "-p", str(postgres.port), "-U", "postgres"]
     if dump is not None and dump.is_file():
-        subprocess.run(
-            [_pg_tool(postgres, "pg_restore"), *conninfo, "-d", DBNAME, "-j", "2", str(dump)],
-            check=True,
-            capture_output=True,
-        )
-        facts = netbox.driver(stock, "facts")
-    else:
-        netbox.netbox(stock, "migrate", "--no-input", timeout=3600)
-        facts = netbox.driver(stock, "setup", str(BRANCHES))
-        if dump is not None:
-            dump.parent.mkdir(parents=True, exist_ok=True)
-            partial = dump.with_suffix(".partial")
+        with netbox.timed("restore"):
             subprocess.run(
-                [_pg_tool(postgres, "pg_dump"), *conninfo, "-Fc", "-f", str(partial), DBNAME],
+                [_pg_tool(postgres, "pg_restore"), *conninfo, "-d", DBNAME, "-j", "2", str(dump)],
                 check=True,
                 capture_output=True,
             )
-            partial.rename(dump)
+        facts = json.loads(dump.with_suffix(".json").read_text())
+    else:
+        with netbox.timed("migrate"):
+            netbox.netbox(stock, "migrate", "--no-input", timeout=3600)
+        with netbox.timed(f"provision {BRANCHES} branches"):
+            facts = netbox.driver(stock, "setup", str(BRANCHES))
+        if dump is not None:
+            with netbox.timed("pg_dump"):
+                dump.parent.mkdir(parents=True, exist_ok=True)
+                partial = dump.with_suffix(".partial")
+                subprocess.run(
+                    [_pg_tool(postgres, "pg_dump"), *conninfo, "-Fc", "-f", str(partial), DBNAME],
+                    check=True,
+                    capture_output=True,
+                )
+                dump.with_suffix(".json").write_text(json.dumps(facts))
+                partial.rename(dump)
     assert isinstance(facts, dict)
     netbox.token = facts["token"]
     netbox.branches = tuple(facts["branches"])
