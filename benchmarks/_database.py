@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Iterable
 from collections.abc import Iterator
 
-from branching_ops.demo.soak import APP_ROLE
+from branching_ops.demo.project import APP_ROLE
 from branching_ops.testing.postgres import PostgresServer
 from branching_ops.testing.postgres import running_postgres
 

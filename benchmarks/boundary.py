@@ -33,7 +33,7 @@ from collections.abc import Callable
 
 from benchmarks._database import DBNAME
 from benchmarks._database import bench_database
-from branching_ops.demo.soak import APP_ROLE
+from branching_ops.demo.project import APP_ROLE
 
 TARGET_RATIO = 1.2
 TARGET_LINEAR = 1.2

@@ -26,9 +26,9 @@ from benchmarks._database import DBNAME
 from benchmarks._database import bench_database
 from benchmarks._database import rss_mb
 from branching_ops.demo import project
+from branching_ops.demo.project import APP_ROLE
 from branching_ops.demo.project import BRANCHING_OPS
-from branching_ops.demo.project import SIGNALS_ONLY
-from branching_ops.demo.soak import APP_ROLE
+from branching_ops.demo.project import UPSTREAM
 
 TARGET_MB = 10.0
 WARM_UP = 100
@@ -92,7 +92,7 @@ def main() -> int:
         print(header)
         for mode, count in (
             (BRANCHING_OPS, args.branches),
-            (SIGNALS_ONLY, args.never_untrack_branches),
+            (UPSTREAM, args.never_untrack_branches),
         ):
             command = [sys.executable, "-m", "benchmarks.memory", "--child", mode.name,
                        str(count), server.host, str(server.port)]  # fmt: skip

@@ -1,7 +1,7 @@
 """Request cost with branching_ops vs plain Django, through Django's real WSGI handler.
 
 One process, one thread, one branch per mode, interleaved blocks of requests
-(the order rotates every round), so machine noise hits every mode alike.
+(shuffled every round), so machine noise hits every mode alike.
 Branch connections persist (``CONN_MAX_AGE=600``) in every mode: the
 difference is the package's bookkeeping, not reconnecting.
 
@@ -25,8 +25,11 @@ must cost what branching_ops costs, within noise and <= 1 µs.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import dataclasses
 import os
+import pstats
+import random
 import statistics
 import time
 import timeit
@@ -41,17 +44,17 @@ from benchmarks._database import DBNAME
 from benchmarks._database import bench_database
 from branching_ops import signals
 from branching_ops.demo import project
+from branching_ops.demo.project import APP_ROLE
 from branching_ops.demo.project import BRANCHING_OPS
 from branching_ops.demo.project import PLAIN
-from branching_ops.demo.project import SIGNALS_ONLY
+from branching_ops.demo.project import UPSTREAM
 from branching_ops.demo.project import Mode
-from branching_ops.demo.soak import APP_ROLE
 
 TARGET = 0.03
 TARGET_NO_BRANCH = 0.01
 METRICS_TARGET_US = 1.0
 METRICS = dataclasses.replace(BRANCHING_OPS, name="metrics", label="branching_ops + metrics")
-MODES = (PLAIN, BRANCHING_OPS, SIGNALS_ONLY, METRICS)
+MODES = (PLAIN, BRANCHING_OPS, UPSTREAM, METRICS)
 PERSISTENT = 600
 
 
@@ -98,11 +101,13 @@ def measure(
     gives every mode the same share of the disturbance.
     """
     samples: dict[Mode, list[int]] = {mode: [] for mode in MODES}
+    shuffled = random.Random(0)
     for mode in MODES:  # open each mode's branch connection before timing
         assert get(handler, use(mode) if branch else "/ok/") == 200
-    for round_ in range(rounds):
-        shift = round_ % len(MODES)
-        for mode in MODES[shift:] + MODES[:shift]:
+    for _ in range(rounds):
+        # Shuffled, not rotated: a rotation puts each mode after the same one
+        # every time, and with it whatever that one left in the CPU's caches.
+        for mode in shuffled.sample(MODES, len(MODES)):
             path = use(mode) if branch else "/ok/"
             for _ in range(block):
                 start = time.perf_counter_ns()
@@ -192,6 +197,32 @@ def mode_of_metrics() -> str:
     return f"multiprocess files in {directory}" if directory else "single process"
 
 
+def calls_per_request(handler: Any, requests: int = 100) -> bool:
+    """Python function calls per request, metrics off and on: the same code, or not.
+
+    A count does not vary with the machine's load, where single requests
+    vary by more than a microsecond.
+    """
+    counts = {}
+    for mode in (BRANCHING_OPS, METRICS):
+        path = use(mode)
+        profile = cProfile.Profile()
+        profile.enable()
+        for _ in range(requests):
+            get(handler, path)
+        profile.disable()
+        counts[mode] = {
+            function: calls
+            for function, (_, calls, *_) in pstats.Stats(profile).stats.items()  # type: ignore[attr-defined]
+        }
+    same = counts[BRANCHING_OPS] == counts[METRICS]
+    off, on = (sum(counts[mode].values()) / requests for mode in (BRANCHING_OPS, METRICS))
+    verdict = "the same functions: PASS" if same else "different functions: MISS"
+    print(f"\nPython function calls per request, metrics off / on: {off:.0f} / {on:.0f}")
+    print(f"  ({verdict})")
+    return same
+
+
 def report(title: str, times: dict[Mode, tuple[float, float]], target: float) -> list[bool]:
     print(f"\n{title}  (10th percentile; median)")
     base_p10, base_median = times[PLAIN]
@@ -242,7 +273,7 @@ def main() -> int:
         verdicts += report("1 branch:", measure(handler, args.rounds, args.block), TARGET)
         visit_and_close(handler, args.seen)
         print(f"\ntracked aliases after visiting {args.seen} branches:")
-        for mode in (BRANCHING_OPS, SIGNALS_ONLY):
+        for mode in (BRANCHING_OPS, UPSTREAM):
             project.use_mode(mode)
             print(f"  {mode.label:<34} {mode.tracked()}")
         verdicts += report(
@@ -250,6 +281,7 @@ def main() -> int:
             measure(handler, args.rounds, args.block),
             TARGET,
         )
+        verdicts.append(calls_per_request(handler))
         verdicts.append(per_call())
     return 0 if all(verdicts) else 1
 

@@ -29,15 +29,20 @@ DUMMY_ENGINE = "django.db.backends.dummy"
 
 
 def serves_branches(databases: object) -> TypeGuard[dict[str, dict[str, Any]]]:
-    """Whether ``DATABASES`` is a :class:`~branching_ops.databases.BranchDatabases`.
+    """Whether this package manages the branches ``DATABASES`` serves.
 
-    Looked up in ``sys.modules``, not imported: ``branching_ops.databases``
-    imports this module, so that the checks run even without the app in
-    ``INSTALLED_APPS``, and no ``BranchDatabases`` exists before its module
-    has been imported.
+    A :class:`~branching_ops.databases.BranchDatabases`, or netbox-branching's
+    ``DynamicSchemaDict``, whose branches the NetBox adapter routes through
+    this package. Both are looked up in ``sys.modules``, not imported:
+    ``branching_ops.databases`` imports this module (so that the checks run
+    even without the app in ``INSTALLED_APPS``), and neither class exists
+    before its module has been imported.
     """
-    module = sys.modules.get("branching_ops.databases")
-    return module is not None and isinstance(databases, module.BranchDatabases)
+    ours = sys.modules.get("branching_ops.databases")
+    netbox_branching = sys.modules.get("netbox_branching.utilities")
+    return (ours is not None and isinstance(databases, ours.BranchDatabases)) or (
+        netbox_branching is not None and isinstance(databases, netbox_branching.DynamicSchemaDict)
+    )
 
 
 def branch_default() -> dict[str, Any] | None:
@@ -48,13 +53,29 @@ def branch_default() -> dict[str, Any] | None:
     return None
 
 
+def _is_postgresql(engine: str) -> bool:
+    """Django's PostgreSQL backend, or one built on it (django-prometheus', NetBox's metrics).
+
+    Imported here, not at the top: settings modules import this module.
+    """
+    from django.core.exceptions import ImproperlyConfigured
+    from django.db.backends.postgresql.base import DatabaseWrapper as PostgreSQLWrapper
+    from django.db.utils import load_backend
+
+    try:
+        backend = load_backend(engine)
+    except ImproperlyConfigured:
+        return False
+    return issubclass(backend.DatabaseWrapper, PostgreSQLWrapper)
+
+
 @register(Tags.compatibility)
 def check_databases(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
     default = branch_default()
     if default is None:
         return []
     engine = default.get("ENGINE", "")
-    if engine not in ("django.db.backends.postgresql", DUMMY_ENGINE):  # dummy: E030
+    if engine != DUMMY_ENGINE and not _is_postgresql(engine):  # dummy: E030
         return [
             Error(
                 f"BranchDatabases needs a PostgreSQL 'default' database, not {engine!r}.",

@@ -9,6 +9,7 @@ manages the branches.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.utils.connection import ConnectionDoesNotExist
@@ -58,37 +59,52 @@ class BranchDatabases(dict[str, dict[str, Any]]):
     def branch_settings(self, name: str) -> dict[str, Any]:
         """Build the settings of branch ``name`` from the configured ``default``.
 
-        Override to change how a branch connects. The result keeps every key
-        and ``OPTIONS`` entry of ``default`` and adds only the branch's
-        ``search_path`` (as a startup option or, in ``"session"`` mode, for the
-        backend to ``SET``), an ``application_name`` that names the branch, and
-        the ``ENGINE`` that delivers and checks the ``search_path``; a ``pool``
-        option gets ``BRANCHING_OPS["BRANCH_POOL_OPTIONS"]`` over it.
+        Override to change how a branch connects; :func:`build_branch_settings`
+        says what the result holds.
         """
-        default = super().__getitem__("default")
-        options = dict(default.get("OPTIONS", {}))
-        search_path = ",".join([name, *conf.SEARCH_PATH_TAIL])
-        at_startup = conf.SEARCH_PATH != "session"
-        if at_startup:
-            options["options"] = " ".join(
-                part for part in (options.get("options"), f"-c search_path={search_path}") if part
-            )
-        options["application_name"] = branch_application_name(
-            name, options.get("application_name")
+        return build_branch_settings(super().__getitem__("default"), name)
+
+
+def build_branch_settings(default: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The settings of branch ``name``, built from a plain ``default`` settings dict.
+
+    Public for projects that keep their own dynamic ``DATABASES`` mapping
+    (netbox-branching's ``DynamicSchemaDict``, through the NetBox adapter):
+    their branch connections get the same ``application_name``, name check
+    and ``search_path`` delivery as :class:`BranchDatabases`' own.
+
+    The result keeps every key and ``OPTIONS`` entry of ``default`` and adds
+    only the branch's ``search_path`` (``name`` then ``SEARCH_PATH_TAIL``, as
+    a startup option or, in ``"session"`` mode, for the backend to ``SET``),
+    an ``application_name`` that names the branch, and the ``ENGINE`` that
+    delivers and checks the ``search_path``; a ``pool`` option gets
+    ``BRANCHING_OPS["BRANCH_POOL_OPTIONS"]`` over it. ``ValueError`` for an
+    invalid ``name``: nothing unchecked reaches libpq options.
+    """
+    error = branch_name_error(name)
+    if error is not None:
+        raise ValueError(error)
+    options = dict(default.get("OPTIONS", {}))
+    search_path = ",".join([name, *conf.SEARCH_PATH_TAIL])
+    at_startup = conf.SEARCH_PATH != "session"
+    if at_startup:
+        options["options"] = " ".join(
+            part for part in (options.get("options"), f"-c search_path={search_path}") if part
         )
-        if pool := options.get("pool"):
-            # Django keeps a pool per alias: branch pools get their own, small options.
-            options["pool"] = {
-                **(pool if isinstance(pool, dict) else {}),
-                **conf.BRANCH_POOL_OPTIONS,
-            }
-        # Read by the branch backend, which delivers and checks the path.
-        options.update(
-            BranchSearchPath(search_path, not at_startup, conf.VERIFY_SEARCH_PATH).options()
-        )
-        return {
-            **default,
-            "ENGINE": BRANCH_ENGINE,
-            "OPTIONS": options,
-            "TEST": dict(default.get("TEST", {})),
+    options["application_name"] = branch_application_name(name, options.get("application_name"))
+    if pool := options.get("pool"):
+        # Django keeps a pool per alias: branch pools get their own, small options.
+        options["pool"] = {
+            **(pool if isinstance(pool, dict) else {}),
+            **conf.BRANCH_POOL_OPTIONS,
         }
+    # Read by the branch backend, which delivers and checks the path.
+    options.update(
+        BranchSearchPath(search_path, not at_startup, conf.VERIFY_SEARCH_PATH).options()
+    )
+    return {
+        **default,
+        "ENGINE": BRANCH_ENGINE,
+        "OPTIONS": options,
+        "TEST": dict(default.get("TEST", {})),
+    }

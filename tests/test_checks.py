@@ -53,6 +53,36 @@ def test_e001_non_postgresql_default() -> None:
         ]
 
 
+def test_a_backend_built_on_postgresql_is_postgresql() -> None:
+    """django-prometheus' engine, which NetBox sets with METRICS_ENABLED, is one."""
+    databases = BranchDatabases({"default": {"ENGINE": "branching_ops.backend"}})
+    with override_settings(DATABASES=databases):
+        assert check_databases(None) == []
+
+
+def test_netbox_branchings_dynamic_schema_dict_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Recognised without importing NetBox: only once netbox-branching is imported."""
+
+    class DynamicSchemaDict(dict[str, Any]):
+        pass
+
+    databases = DynamicSchemaDict({"default": {"ENGINE": "django.db.backends.sqlite3"}})
+    with override_settings(DATABASES=databases):
+        assert check_databases(None) == []
+        monkeypatch.setitem(
+            sys.modules,
+            "netbox_branching.utilities",
+            type(sys)("netbox_branching.utilities"),
+        )
+        monkeypatch.setattr(
+            sys.modules["netbox_branching.utilities"],
+            "DynamicSchemaDict",
+            DynamicSchemaDict,
+            raising=False,
+        )
+        assert [e.id for e in check_databases(None)] == ["branching_ops.E001"]
+
+
 def test_e002_invalid_search_path_tail() -> None:
     with override_settings(BRANCHING_OPS={"SEARCH_PATH_TAIL": ["public", "Bad Name"]}):
         assert [e.id for e in check_settings(None)] == ["branching_ops.E002"]

@@ -9,6 +9,7 @@ from django.test import override_settings
 from django.utils.connection import ConnectionDoesNotExist
 
 from branching_ops.databases import BranchDatabases
+from branching_ops.databases import build_branch_settings
 from branching_ops.tracking import stored_wrapper
 from branching_ops.tracking import tracked_aliases
 from tests.hostile import HOSTILE_NAMES
@@ -121,6 +122,31 @@ def test_subclass_builds_branch_settings() -> None:
     databases = PinnedDatabases({"default": {"ENGINE": "x", "OPTIONS": {}}})
 
     assert databases["schema_b"]["CONN_MAX_AGE"] is None
+
+
+def test_build_branch_settings_from_a_plain_dict() -> None:
+    """The public helper, for dynamic mappings of other projects (NetBox's)."""
+    default = {"ENGINE": "django.db.backends.postgresql", "NAME": "app", "OPTIONS": {}}
+
+    assert build_branch_settings(default, "b") == {
+        "ENGINE": "branching_ops.backend",
+        "NAME": "app",
+        "OPTIONS": {
+            "application_name": "branch:b",
+            "options": "-c search_path=b,public",
+            "search_path": "b,public",
+            "set_search_path": False,
+            "verify_search_path": True,
+        },
+        "TEST": {},
+    }
+    assert default["OPTIONS"] == {}
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_build_branch_settings_rejects_hostile_names(name: str) -> None:
+    with pytest.raises(ValueError, match="is not a valid branch name"):
+        build_branch_settings({"OPTIONS": {}}, name)
 
 
 @pytest.mark.parametrize("name", HOSTILE_NAMES)

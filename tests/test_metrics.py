@@ -32,8 +32,10 @@ from branching_ops.testing.postgres import PostgresServer
 from branching_ops.testing.postgres import running_postgres
 from branching_ops.tracking import close_branch_connections
 from branching_ops.tracking import close_old_branch_connections
+from branching_ops.workers import SPAWN_SUPPORTED
 from tests.backends import BranchBackends
 from tests.conftest import APP_ROLE
+from tests.conftest import Branches
 from tests.metrics import Figures
 from tests.metrics import read_multiprocess_dir
 from tests.metrics import scrape
@@ -58,12 +60,6 @@ BRANCHES = [f"m{i}" for i in range(50)]
 def branch_paths(requests: int, branches: int, prefix: str = "/branch/") -> list[str]:
     """Every branch of ``BRANCHES[:branches]`` in turn."""
     return [f"{prefix}{BRANCHES[i % branches]}/" for i in range(requests)]
-
-
-def create_schemas(names: list[str]) -> None:
-    """Branches exist as schemas of the test database (connecting checks that)."""
-    with connections["default"].cursor() as cursor:
-        cursor.execute("".join(f"CREATE SCHEMA IF NOT EXISTS {name};" for name in names))
 
 
 # In this process: the signals and the receivers, on the suite's test database.
@@ -105,8 +101,10 @@ def query(name: str, times: int = 1) -> None:
 
 
 @pytest.mark.usefixtures("transactional_db")
-def test_each_connection_opens_and_closes_once_with_its_reason(events: list[Event]) -> None:
-    create_schemas(["sa", "sb", "sc", "sd"])
+def test_each_connection_opens_and_closes_once_with_its_reason(
+    events: list[Event], branches: Branches
+) -> None:
+    branches("sa", "sb", "sc", "sd")
 
     query("sa", times=5)  # many queries, one connection
     assert close_old_branch_connections() == 1  # CONN_MAX_AGE=0
@@ -154,11 +152,11 @@ def test_each_connection_opens_and_closes_once_with_its_reason(events: list[Even
 
 @pytest.mark.usefixtures("transactional_db")
 def test_requests_that_open_and_close_nothing_send_no_signal(
-    events: list[Event], conn_max_age: Callable[[int], None]
+    events: list[Event], conn_max_age: Callable[[int], None], branches: Branches
 ) -> None:
     """Why metrics cost nothing per request on a persistent connection."""
     conn_max_age(600)
-    create_schemas(["kept"])
+    branches("kept")
     assert get("/branch/kept/") == (200, "kept,public")
     assert [signal for signal, _, _ in events] == ["tracked", "opened"]
 
@@ -189,8 +187,8 @@ def change(before: Figures, after: Figures) -> dict[str, float]:
 
 
 @pytest.mark.usefixtures("transactional_db")
-def test_receivers_move_the_metrics(figures: Callable[[], Figures]) -> None:
-    create_schemas(["ra", "rb"])
+def test_receivers_move_the_metrics(figures: Callable[[], Figures], branches: Branches) -> None:
+    branches("ra", "rb")
     before = figures()
 
     query("ra", times=3)
@@ -272,8 +270,10 @@ import branching_ops
 from django.core.management import call_command
 from tests.wsgi import get
 
+# The metrics app itself, the demo (matplotlib) and the NetBox adapter (NetBox) aside.
+skipped = ("branching_ops.metrics", "branching_ops.demo", "branching_ops.contrib.netbox")
 for module in pkgutil.walk_packages(branching_ops.__path__, "branching_ops."):
-    if not module.name.startswith(("branching_ops.metrics", "branching_ops.demo")):
+    if not module.name.startswith(skipped):
         importlib.import_module(module.name)
 call_command("check")
 assert get("/branch/np/") == (200, "np,public")
@@ -300,8 +300,8 @@ def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.usefixtures("transactional_db")
-def test_without_the_extra_nothing_imports_prometheus_client() -> None:
-    create_schemas(["np"])
+def test_without_the_extra_nothing_imports_prometheus_client(branches: Branches) -> None:
+    branches("np")
 
     process = run_python(NO_PROMETHEUS + EXERCISE)
 
@@ -335,9 +335,7 @@ def logging_postgres() -> Iterator[PostgresServer]:
             setup.execute("SELECT pg_reload_conf()")
             setup.execute(f"CREATE ROLE {APP_ROLE} LOGIN")
             setup.execute(f"CREATE DATABASE {DBNAME} OWNER {APP_ROLE}")
-        with server.connect(DBNAME) as setup:
-            for name in BRANCHES:
-                setup.execute(f"CREATE SCHEMA {name} AUTHORIZATION {APP_ROLE}")
+        server.create_schemas(DBNAME, BRANCHES, owner=APP_ROLE)
         yield server
 
 
@@ -510,17 +508,26 @@ def worker_env(multiproc_dir: Path) -> dict[str, str]:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("worker_class", "reason"),
-    [("BranchWorker", "shutdown"), ("BranchSimpleWorker", "obsolete")],
+    [
+        ("BranchWorker", "shutdown"),
+        ("BranchSimpleWorker", "obsolete"),
+        pytest.param(
+            "BranchSpawnWorker",
+            "shutdown",
+            marks=pytest.mark.skipif(not SPAWN_SUPPORTED, reason="BranchSpawnWorker needs rq 3"),
+        ),
+    ],
 )
 def test_rq_workers_report_their_connections(
     worker_class: str,
     reason: str,
     queue: Queue,
     branch_backends: BranchBackends,
+    branches: Branches,
     tmp_path: Path,
 ) -> None:
     names = [f"mw{i}" for i in range(10)]
-    create_schemas(names)
+    branches(*names)
     jobs = [queue.enqueue(f"{JOBS}.touch_branch", name) for name in names]
     multiproc_dir = tmp_path / "prometheus"
 
@@ -534,7 +541,8 @@ def test_rq_workers_report_their_connections(
     assert [job.get_status() for job in jobs] == [JobStatus.FINISHED] * len(jobs)
     figures = read_multiprocess_dir(multiproc_dir)
     show(worker_class, figures)
-    # A job process ends with os._exit(): its counts were in the directory already.
+    # A job process ends with os._exit(): its counts were in the directory already
+    # (a spawned one's too, from its own interpreter).
     assert figures.opened == len(jobs)
     assert figures.closed == {reason: len(jobs)}
     assert figures.open == figures.tracked == 0
@@ -544,9 +552,9 @@ def test_rq_workers_report_their_connections(
 
 @pytest.mark.slow
 def test_a_killed_job_process_leaves_the_gauge(
-    queue: Queue, branch_backends: BranchBackends, tmp_path: Path
+    queue: Queue, branch_backends: BranchBackends, branches: Branches, tmp_path: Path
 ) -> None:
-    create_schemas(["killed"])
+    branches("killed")
     job = queue.enqueue(f"{JOBS}.query_reporting_pid", "killed", 60)
     multiproc_dir = tmp_path / "prometheus"
 

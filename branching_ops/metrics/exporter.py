@@ -60,7 +60,7 @@ def _error_kinds(error_class: type[SearchPathError] = SearchPathError) -> Iterat
 # see the first event and alerts need no "or absent()".
 for _reason in CLOSE_REASONS:
     CLOSED.labels(_reason)
-for _kind in set(_error_kinds()):
+for _kind in sorted(set(_error_kinds())):
     ERRORS.labels(_kind)
 
 
@@ -113,7 +113,8 @@ def _uid(receiver: Callable[..., None]) -> str:
 def connect() -> None:
     """Start moving the metrics (idempotent)."""
     for signal, receiver in RECEIVERS:
-        signal.connect(receiver, dispatch_uid=_uid(receiver))
+        # Module functions live as long as the process: no weak reference needed.
+        signal.connect(receiver, weak=False, dispatch_uid=_uid(receiver))
 
 
 def disconnect() -> None:

