@@ -67,8 +67,10 @@ def test_job_process_killed_mid_query(
     assert after.get_status() == JobStatus.FINISHED
     # The orphaned backend ends when its query does and it finds no client.
     branch_backends.wait_for([], timeout=30)
+    # At most the baseline: a backend counted in it may still have been
+    # exiting (the connection that created the branches, on a loaded machine).
     wait_until(
-        lambda: client_backends(branch_backends) == baseline,
+        lambda: client_backends(branch_backends) <= baseline,
         timeout=10,
         what="the server's backends to return to the baseline",
     )
