@@ -67,8 +67,10 @@ class DatabaseWrapper(base.DatabaseWrapper):
             raise
 
     def is_usable(self) -> bool:
+        if self.connection is None:
+            return False  # as Django >= 5.1 answers; 4.2's would raise AttributeError
         search_path = self.branch_search_path
-        if self.connection is None or search_path is None or not search_path.verify:
+        if search_path is None or not search_path.verify:
             return bool(super().is_usable())
         try:
             return branch_schema_searched(self.connection, self.alias, search_path.branch)
