@@ -8,11 +8,16 @@ Starts a throw-away PostgreSQL and redis-server, then for each pair
 ``rq.SimpleWorker``) runs ``--jobs`` trivial branch-touching jobs through
 each worker in burst mode, in this process, in chunks of ``--chunk`` jobs
 that alternate between the two workers (ABBA...), so that a busy machine
-slows both alike. It prints jobs/s over all chunks and the median of the
-per-round ratios ours/rq's (a load spike from elsewhere skews one round,
-not the median). The time rq's own ``teardown()`` takes at the end of each
-burst is left out (see :class:`RqTeardownClock`): it waits up to a second
-at random, for both sides alike.
+slows both alike. Each job returns the time it ended; a burst's figure is
+the steady state, from the end of the job that first used the last branch
+to the end of the last job, over the jobs in between: a worker's start-up
+and teardown (the same rq code on both sides; rq's teardown waits up to a
+second for its pub/sub thread, at random) and each branch's first
+connection of the burst (which only ours reopens, having closed everything
+at the previous teardown, as a worker must) stay out of it. It prints jobs/s
+over all chunks and the median of the ratios ours/rq's per ABBA quad (two
+rounds, each side once first, once second; a load spike from elsewhere
+skews one quad, not the median).
 
 The job opens (or reuses) a branch connection and runs one query. The
 in-process pairs run with ``CONN_MAX_AGE=60``, so that both workers reuse
@@ -38,6 +43,7 @@ import statistics
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import django
 from redis import Redis
@@ -105,6 +111,11 @@ def main() -> None:
         "--only", choices=["forking", "in-process"], help="measure one kind of worker only"
     )
     args = parser.parse_args()
+    if args.chunk <= args.branches:
+        parser.error(
+            "--chunk must be larger than --branches: "
+            "the steady state starts once every branch has had its first job"
+        )
 
     with (
         running_postgres(max_connections=args.branches + 20) as postgres,
@@ -128,14 +139,11 @@ def main() -> None:
             f"{args.jobs} jobs per worker class over {args.branches} branches, "
             f"in burst runs of {args.chunk}"
         )
-        rq_teardown = RqTeardownClock()
         for pair in PAIRS:
             if args.only and not pair.label.startswith(args.only):
                 continue
             branches = pair.branches or args.branches
-            rates, ratio = measure(
-                pair, redis.client(), args.jobs, args.chunk, branches, rq_teardown
-            )
+            rates, ratio = measure(pair, redis.client(), args.jobs, args.chunk, branches)
             target = f" (target >= {pair.target})" if pair.target else ""
             baseline, ours = pair.baseline.rsplit(".", 1)[-1], pair.ours.rsplit(".", 1)[-1]
             if pair.metrics:
@@ -156,14 +164,14 @@ def main() -> None:
 
 
 def measure(
-    pair: Pair,
-    connection: Redis[bytes],
-    jobs: int,
-    chunk: int,
-    branches: int,
-    rq_teardown: RqTeardownClock,
+    pair: Pair, connection: Redis[bytes], jobs: int, chunk: int, branches: int
 ) -> tuple[dict[str, float], float]:
-    """Jobs/s of each worker over all rounds, and the median per-round ratio."""
+    """Steady-state jobs/s of each worker over all rounds, and the median ratio per ABBA quad.
+
+    A burst run right after the other worker's can be faster or slower than
+    one run first (flushed Redis, caches): the ratio of a single round would
+    swing by that much either way with the order, and their median with it.
+    """
     from django.conf import settings
     from rq import Queue
     from rq.registry import FailedJobRegistry
@@ -173,58 +181,35 @@ def measure(
     queue = Queue("bench", connection=connection)
     elapsed = dict.fromkeys(["baseline", "ours"], 0.0)
     ratios = []
+    seconds = dict.fromkeys(["baseline", "ours"], 0.0)
     for round_ in range(jobs // chunk):
-        seconds = {}
         order = ["baseline", "ours"] if round_ % 2 == 0 else ["ours", "baseline"]
         for side in order:
             path = pair.baseline if side == "baseline" else pair.ours
             if pair.metrics:
                 switch_metrics(on=side == "ours")
             connection.flushdb()
-            for i in range(chunk):
-                queue.enqueue("tests.project.jobs.touch_branch", f"bench{i % branches}")
+            enqueued = [
+                queue.enqueue("benchmarks._jobs.touch_branch_timed", f"bench{i % branches}")
+                for i in range(chunk)
+            ]
             worker = import_attribute(path)([queue], connection=connection)
-            start, left_out = time.perf_counter(), rq_teardown.seconds
             worker.work(burst=True, logging_level="WARNING")
-            seconds[side] = time.perf_counter() - start - (rq_teardown.seconds - left_out)
-            elapsed[side] += seconds[side]
             # Every job finished: none failed, none left.
             failed = FailedJobRegistry(queue=queue).count
             if failed or queue.count:
                 raise SystemExit(f"{path}: {failed} jobs failed, {queue.count} left")
-        ratios.append(seconds["baseline"] / seconds["ours"])
+            ended = sorted(cast(float, job.return_value()) for job in enqueued)
+            steady = ended[-1] - ended[branches - 1]
+            seconds[side] += steady
+            elapsed[side] += steady
+        if round_ % 2 == 1:  # an ABBA quad: whichever side runs second gains nothing
+            ratios.append(seconds["baseline"] / seconds["ours"])
+            seconds = dict.fromkeys(seconds, 0.0)
     if pair.metrics:
         switch_metrics(on=False)
-    rates = {side: chunk * (jobs // chunk) / total for side, total in elapsed.items()}
+    rates = {side: (chunk - branches) * (jobs // chunk) / total for side, total in elapsed.items()}
     return rates, statistics.median(ratios)
-
-
-class RqTeardownClock:
-    """Counts the time spent in rq's own ``teardown()``, to leave out of the figures.
-
-    rq stops its pub/sub thread there with ``join(timeout=1)``, and about half
-    the burst runs wait the whole second, whichever worker class it is (a
-    burst of 100 jobs takes about 0.3 s): noise that would decide every
-    ratio. It is the same code for both sides of a pair; what this package
-    adds to a worker's teardown (closing every connection) runs outside it
-    and stays counted.
-    """
-
-    def __init__(self) -> None:
-        from rq.worker import Worker
-
-        self.seconds = 0.0
-        owner = next(cls for cls in Worker.__mro__ if "teardown" in vars(cls))
-        teardown = vars(owner)["teardown"]
-
-        def timed(worker: object) -> None:
-            start = time.perf_counter()
-            try:
-                teardown(worker)
-            finally:
-                self.seconds += time.perf_counter() - start
-
-        setattr(owner, "teardown", timed)  # noqa: B010 - the class is found at run time
 
 
 def metrics_cost(forks: int = 200) -> tuple[float, float, float]:

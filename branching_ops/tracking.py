@@ -128,6 +128,14 @@ def close_old_branch_connections(aliases: Collection[str] | None = None, **kwarg
     Returns how many it closed. Accepts and ignores signal arguments so it can
     be a signal receiver.
     """
+    if aliases is None:
+        # close_connections()'s fast path (kept=kept_open), inlined: this runs
+        # twice per request, where one call less shows (benchmarks/README.md).
+        for wrapper in _state().aliases.values():
+            if not kept_open(wrapper):
+                break
+        else:
+            return 0
     return close_connections(close_if_unusable_or_obsolete, "obsolete", aliases, spare_atomic=True)
 
 
@@ -135,27 +143,35 @@ _DJANGOS_CLOSE_IF_UNUSABLE_OR_OBSOLETE = BaseDatabaseWrapper.close_if_unusable_o
 
 
 def close_if_unusable_or_obsolete(wrapper: BaseDatabaseWrapper) -> None:
-    """Django's ``wrapper.close_if_unusable_or_obsolete()``, its common case answered here.
+    """Django's ``wrapper.close_if_unusable_or_obsolete()``, its common case answered here."""
+    if not kept_open(wrapper):
+        wrapper.close_if_unusable_or_obsolete()
 
-    At a boundary nearly every open connection is kept: Django's method (the
-    same from Django 4.2 to 6.1) keeps one whose autocommit is as configured,
-    that saw no error and is younger than ``CONN_MAX_AGE``, and then only
-    resets ``health_check_done``. That case is decided here from the same
-    attributes, without the method's two event-loop probes (``get_autocommit()``
-    and ``ensure_connection()`` are ``async_unsafe``): most of what a pass
-    costs. Any other case, and any backend that overrides the method, goes to
-    the method itself.
+
+def kept_open(wrapper: BaseDatabaseWrapper | None) -> bool:
+    """Whether Django's boundary rule keeps ``wrapper`` open, decided from its attributes.
+
+    At a boundary nearly every open connection is kept: Django's
+    ``close_if_unusable_or_obsolete()`` (the same from Django 4.2 to 6.1)
+    keeps one whose autocommit is as configured, that saw no error and is
+    younger than ``CONN_MAX_AGE``, and then only resets ``health_check_done``,
+    which this does too when it answers True. It is decided here without the
+    method's two event-loop probes (``get_autocommit()`` and
+    ``ensure_connection()`` are ``async_unsafe``): most of what a pass cost.
+    False means "ask Django's method": any other case, a wrapper that has not
+    connected (None), and any backend that overrides the method.
     """
     if (
-        type(wrapper).close_if_unusable_or_obsolete is _DJANGOS_CLOSE_IF_UNUSABLE_OR_OBSOLETE
+        wrapper is not None
+        and type(wrapper).close_if_unusable_or_obsolete is _DJANGOS_CLOSE_IF_UNUSABLE_OR_OBSOLETE
         and wrapper.connection is not None
         and wrapper.autocommit == wrapper.settings_dict["AUTOCOMMIT"]
         and not wrapper.errors_occurred
         and (wrapper.close_at is None or time.monotonic() < wrapper.close_at)
     ):
         wrapper.health_check_done = False  # type: ignore[attr-defined]  # not in django-stubs
-        return
-    wrapper.close_if_unusable_or_obsolete()
+        return True
+    return False
 
 
 def close_branch_connections(aliases: Collection[str] | None = None) -> int:
@@ -174,6 +190,7 @@ def close_connections(
     *,
     spare_atomic: bool = False,
     django_connections: bool = False,
+    kept: Callable[[BaseDatabaseWrapper | None], bool] | None = None,
 ) -> int:
     """The one close loop of every entry point: apply ``close`` to this thread's connections.
 
@@ -188,6 +205,13 @@ def close_connections(
     that does it for them, and one inside ``atomic()`` belongs to code still
     running around the worker (a test's transaction).
 
+    ``kept`` is the fast path of the passes that run at every boundary
+    (twice per request, twice per job): a predicate that is true only of a
+    branch wrapper ``close`` would leave open and untouched, such as
+    :func:`kept_open`. When it holds for every one, the branch loop and its
+    bookkeeping are skipped; any other answer sends the whole loop through
+    ``close``, so a wrong "false" costs time, never a close.
+
     Never raises: a failure is logged and the loop goes on. A branch
     connection left closed is untracked and its wrapper dropped. Returns how
     many branch connections it closed.
@@ -197,7 +221,7 @@ def close_connections(
             if not static.in_atomic_block:
                 attempt(close, static)
     tracked = _state().aliases
-    if not tracked:
+    if not tracked or (aliases is None and kept is not None and all(map(kept, tracked.values()))):
         return 0
     closed = 0
     for alias, opened in list(tracked.items()):  # a copy: closing untracks

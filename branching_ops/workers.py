@@ -62,11 +62,13 @@ def _server_status(wrapper: BaseDatabaseWrapper) -> int | None:
     A :class:`~psycopg.pq.TransactionStatus` value. Only PostgreSQL reports
     it (psycopg 3 and psycopg2 alike); a connection of another backend has no
     server-side status to read and nothing to cancel. Read after every job on
-    every connection, so taken as libpq answers it, without converting.
+    every connection.
     """
     if wrapper.vendor != "postgresql" or wrapper.connection is None:
         return None
-    status: int = wrapper.connection.info.transaction_status
+    # libpq's answer as psycopg's C object gives it: ``connection.info`` would
+    # build a ConnectionInfo and convert the answer to an enum, at every read.
+    status: int = wrapper.connection.pgconn.transaction_status
     return status
 
 
@@ -107,6 +109,15 @@ def _close_if_left_in_transaction_or_obsolete(wrapper: BaseDatabaseWrapper) -> N
         tracking.close_if_unusable_or_obsolete(wrapper)
 
 
+def _idle_and_kept_open(wrapper: BaseDatabaseWrapper | None) -> bool:
+    """What nearly every connection is after a job: outside a transaction, and kept."""
+    return (
+        wrapper is not None
+        and tracking.kept_open(wrapper)
+        and _server_status(wrapper) == TransactionStatus.IDLE
+    )
+
+
 def close_old_job_connections() -> None:
     """Before a job: what a request boundary does, for Django's aliases and for branches."""
     tracking.close_connections(
@@ -114,6 +125,7 @@ def close_old_job_connections() -> None:
         "obsolete",
         spare_atomic=True,
         django_connections=True,
+        kept=tracking.kept_open,
     )
 
 
@@ -124,6 +136,7 @@ def close_job_leftovers() -> None:
         "obsolete",
         spare_atomic=True,
         django_connections=True,
+        kept=_idle_and_kept_open,
     )
 
 
