@@ -38,7 +38,8 @@ MAX_CONNECTIONS = 40
 THREADS = 4  # gunicorn gthread threads, one worker process
 CLIENTS = 8
 REQUESTS = 240
-JOBS = 48
+JOBS = 48  # in-process: a job costs milliseconds
+FORKED_JOBS = 20  # forking: a job costs a fork
 COMMAND_RUNS = 3
 CAP = 1  # the adapter's default MAX_CONNECTIONS_PER_THREAD
 PLAIN = "call_command (BaseCommand)"
@@ -244,14 +245,14 @@ class Worker:
 
 
 def forking_worker(netbox: NetBox, setting: Setting) -> Figures:
-    """``JOBS`` branch jobs and netbox-branching's sync of a branch, one process each."""
+    """``FORKED_JOBS`` branch jobs and netbox-branching's sync of a branch, a process each."""
     from tests_netbox.driver import enqueue
 
     figures = Figures()
     with clean_server(netbox), window(netbox, figures):
         worker = Worker(netbox, setting, "forking")
         try:
-            worker.run(enqueue(JOBS), figures, allowance=0)
+            worker.run(enqueue(FORKED_JOBS), figures, allowance=0)
         finally:
             worker.stop()
     return figures
