@@ -66,7 +66,7 @@ def test_in_process_worker_and_job_timeout(netbox: NetBox, max_age: int) -> None
     assert adapter.peak > 0
     assert (adapter.failed, adapter.eof) == (0, 0)
     assert adapter.left <= allowance
-    assert adapter_timeout.notes == ["0 query left running"]
+    assert adapter_timeout.notes == ["0 query left running"]  # and no error noted
     assert (adapter_timeout.failed, adapter_timeout.eof) == (0, 0)
     assert adapter_timeout.left <= allowance
 
