@@ -74,6 +74,8 @@ def main() -> None:
         with server.connect() as setup:
             setup.execute("CREATE ROLE app LOGIN")
             setup.execute("CREATE DATABASE branching_ops OWNER app")
+        names = ["plain", "recorded", *(f"walk_{i}" for i in range(args.branches))]
+        server.create_schemas("branching_ops", names, owner="app")
         os.environ["BRANCHING_OPS_TEST_PGHOST"] = server.host
         os.environ["BRANCHING_OPS_TEST_PGPORT"] = str(server.port)
         os.environ["DJANGO_SETTINGS_MODULE"] = "tests.project.settings"

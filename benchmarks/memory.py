@@ -26,9 +26,9 @@ from benchmarks._database import DBNAME
 from benchmarks._database import bench_database
 from benchmarks._database import rss_mb
 from branching_ops.demo import project
+from branching_ops.demo.project import APP_ROLE
 from branching_ops.demo.project import BRANCHING_OPS
-from branching_ops.demo.project import SIGNALS_ONLY
-from branching_ops.demo.soak import APP_ROLE
+from branching_ops.demo.project import UPSTREAM
 
 TARGET_MB = 10.0
 WARM_UP = 100
@@ -86,11 +86,13 @@ def main() -> int:
 
     verdict = True
     header = f"{'mode':<34} {'visited':>9} {'RSS growth MB':>14} {'tracked':>8} {'µs/visit':>9}"
-    with bench_database() as server:
+    visited = max(args.branches, args.never_untrack_branches)
+    names = [*(f"warm_up_{n}" for n in range(WARM_UP)), *(f"b{n}" for n in range(visited))]
+    with bench_database(names) as server:
         print(header)
         for mode, count in (
             (BRANCHING_OPS, args.branches),
-            (SIGNALS_ONLY, args.never_untrack_branches),
+            (UPSTREAM, args.never_untrack_branches),
         ):
             command = [sys.executable, "-m", "benchmarks.memory", "--child", mode.name,
                        str(count), server.host, str(server.port)]  # fmt: skip

@@ -10,16 +10,24 @@ each worker in burst mode, in this process, in chunks of ``--chunk`` jobs
 that alternate between the two workers (ABBA...), so that a busy machine
 slows both alike. It prints jobs/s over all chunks and the median of the
 per-round ratios ours/rq's (a load spike from elsewhere skews one round,
-not the median).
+not the median). The time rq's own ``teardown()`` takes at the end of each
+burst is left out (see :class:`RqTeardownClock`): it waits up to a second
+at random, for both sides alike.
 
 The job opens (or reuses) a branch connection and runs one query. The
-in-process pair runs with ``CONN_MAX_AGE=60``, so that both workers reuse
-their connections and the ratio measures the per-job hooks; with
+in-process pairs run with ``CONN_MAX_AGE=60``, so that both workers reuse
+their connections and the ratio measures the per-job hooks, with the jobs
+cycling over ``--branches`` branches (that many connections held) and over
+one (target >= 0.95 and >= 0.98; the forking pair: >= 0.98); with
 ``CONN_MAX_AGE=0`` ``BranchSimpleWorker`` reconnects for every job (as
 Django does for every request) while ``rq.SimpleWorker`` never closes
-anything, and that figure is printed too, as what correctness costs. Last,
-the cost of the hooks themselves, with one and with ``--branches`` branch
-connections held.
+anything, and that figure is printed too, as what correctness costs. Then
+the same worker with the metrics of ``branching_ops.metrics`` off and on,
+at ``CONN_MAX_AGE=0`` (each job opens and closes a connection: the signals
+and the files' writes; a forked job process also creates its own files), in
+multiprocess mode (a temporary ``PROMETHEUS_MULTIPROC_DIR`` unless one is
+set). Last, the cost of the hooks themselves, with one and with
+``--branches`` branch connections held.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -46,17 +55,43 @@ class Pair:
     ours: str
     conn_max_age: int
     target: float | None
+    metrics: bool = False  # the same worker both sides: metrics off (baseline), on (ours)
+    branches: int | None = None  # the jobs cycle over this many; None: --branches
 
 
 PAIRS = [
     Pair("forking", "rq.Worker", "branching_ops.workers.BranchWorker", 0, 0.98),
     Pair("in-process", "rq.SimpleWorker", "branching_ops.workers.BranchSimpleWorker", 60, 0.95),
     Pair(
+        "in-process, 1 branch",
+        "rq.SimpleWorker",
+        "branching_ops.workers.BranchSimpleWorker",
+        60,
+        0.98,
+        branches=1,
+    ),
+    Pair(
         "in-process, CONN_MAX_AGE=0",
         "rq.SimpleWorker",
         "branching_ops.workers.BranchSimpleWorker",
         0,
         None,
+    ),
+    Pair(
+        "forking, metrics",
+        "branching_ops.workers.BranchWorker",
+        "branching_ops.workers.BranchWorker",
+        0,
+        None,
+        metrics=True,
+    ),
+    Pair(
+        "in-process, metrics",
+        "branching_ops.workers.BranchSimpleWorker",
+        "branching_ops.workers.BranchSimpleWorker",
+        0,
+        None,
+        metrics=True,
     ),
 ]
 
@@ -74,10 +109,13 @@ def main() -> None:
     with (
         running_postgres(max_connections=args.branches + 20) as postgres,
         running_redis() as redis,
+        tempfile.TemporaryDirectory() as multiproc_dir,
     ):
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", multiproc_dir)
         with postgres.connect() as setup:
             setup.execute("CREATE ROLE app LOGIN")
             setup.execute(f"CREATE DATABASE {DBNAME} OWNER app")
+        postgres.create_schemas(DBNAME, [f"bench{i}" for i in range(args.branches)], owner="app")
         os.environ.update(
             DJANGO_SETTINGS_MODULE="tests.project.settings",
             BRANCHING_OPS_TEST_PGHOST=postgres.host,
@@ -90,22 +128,40 @@ def main() -> None:
             f"{args.jobs} jobs per worker class over {args.branches} branches, "
             f"in burst runs of {args.chunk}"
         )
+        rq_teardown = RqTeardownClock()
         for pair in PAIRS:
             if args.only and not pair.label.startswith(args.only):
                 continue
-            rates, ratio = measure(pair, redis.client(), args.jobs, args.chunk, args.branches)
+            branches = pair.branches or args.branches
+            rates, ratio = measure(
+                pair, redis.client(), args.jobs, args.chunk, branches, rq_teardown
+            )
             target = f" (target >= {pair.target})" if pair.target else ""
+            baseline, ours = pair.baseline.rsplit(".", 1)[-1], pair.ours.rsplit(".", 1)[-1]
+            if pair.metrics:
+                baseline, ours = "metrics off", "metrics on"
             print(
-                f"{pair.label:28} {pair.baseline:16} {rates[pair.baseline]:7.1f} jobs/s   "
-                f"{pair.ours.rsplit('.', 1)[1]:18} {rates[pair.ours]:7.1f} jobs/s   "
+                f"{pair.label:28} {baseline:18} {rates['baseline']:7.1f} jobs/s   "
+                f"{ours:18} {rates['ours']:7.1f} jobs/s   "
                 f"median ratio {ratio:.3f}{target}"
             )
         for held in (1, args.branches):
             print(f"hooks of one job, {held:3} branch connections held: {hook_cost(held):6.1f} us")
+        in_worker, in_job_process, mark_dead = metrics_cost()
+        print(
+            "metrics of one job's connection (median): "
+            f"{in_worker:.1f} us in a worker process, {in_job_process:.1f} us in a new job "
+            f"process (its files created), {mark_dead:.1f} us to mark that process dead"
+        )
 
 
 def measure(
-    pair: Pair, connection: Redis[bytes], jobs: int, chunk: int, branches: int
+    pair: Pair,
+    connection: Redis[bytes],
+    jobs: int,
+    chunk: int,
+    branches: int,
+    rq_teardown: RqTeardownClock,
 ) -> tuple[dict[str, float], float]:
     """Jobs/s of each worker over all rounds, and the median per-round ratio."""
     from django.conf import settings
@@ -115,27 +171,114 @@ def measure(
 
     settings.DATABASES["default"]["CONN_MAX_AGE"] = pair.conn_max_age
     queue = Queue("bench", connection=connection)
-    elapsed = dict.fromkeys([pair.baseline, pair.ours], 0.0)
+    elapsed = dict.fromkeys(["baseline", "ours"], 0.0)
     ratios = []
     for round_ in range(jobs // chunk):
         seconds = {}
-        order = [pair.baseline, pair.ours] if round_ % 2 == 0 else [pair.ours, pair.baseline]
-        for path in order:
+        order = ["baseline", "ours"] if round_ % 2 == 0 else ["ours", "baseline"]
+        for side in order:
+            path = pair.baseline if side == "baseline" else pair.ours
+            if pair.metrics:
+                switch_metrics(on=side == "ours")
             connection.flushdb()
             for i in range(chunk):
                 queue.enqueue("tests.project.jobs.touch_branch", f"bench{i % branches}")
             worker = import_attribute(path)([queue], connection=connection)
-            start = time.perf_counter()
+            start, left_out = time.perf_counter(), rq_teardown.seconds
             worker.work(burst=True, logging_level="WARNING")
-            seconds[path] = time.perf_counter() - start
-            elapsed[path] += seconds[path]
+            seconds[side] = time.perf_counter() - start - (rq_teardown.seconds - left_out)
+            elapsed[side] += seconds[side]
             # Every job finished: none failed, none left.
             failed = FailedJobRegistry(queue=queue).count
             if failed or queue.count:
                 raise SystemExit(f"{path}: {failed} jobs failed, {queue.count} left")
-        ratios.append(seconds[pair.baseline] / seconds[pair.ours])
-    rates = {path: chunk * (jobs // chunk) / total for path, total in elapsed.items()}
+        ratios.append(seconds["baseline"] / seconds["ours"])
+    if pair.metrics:
+        switch_metrics(on=False)
+    rates = {side: chunk * (jobs // chunk) / total for side, total in elapsed.items()}
     return rates, statistics.median(ratios)
+
+
+class RqTeardownClock:
+    """Counts the time spent in rq's own ``teardown()``, to leave out of the figures.
+
+    rq stops its pub/sub thread there with ``join(timeout=1)``, and about half
+    the burst runs wait the whole second, whichever worker class it is (a
+    burst of 100 jobs takes about 0.3 s): noise that would decide every
+    ratio. It is the same code for both sides of a pair; what this package
+    adds to a worker's teardown (closing every connection) runs outside it
+    and stays counted.
+    """
+
+    def __init__(self) -> None:
+        from rq.worker import Worker
+
+        self.seconds = 0.0
+        owner = next(cls for cls in Worker.__mro__ if "teardown" in vars(cls))
+        teardown = vars(owner)["teardown"]
+
+        def timed(worker: object) -> None:
+            start = time.perf_counter()
+            try:
+                teardown(worker)
+            finally:
+                self.seconds += time.perf_counter() - start
+
+        setattr(owner, "teardown", timed)  # noqa: B010 - the class is found at run time
+
+
+def metrics_cost(forks: int = 200) -> tuple[float, float, float]:
+    """Microseconds the 4 signals of one connection cost with the metrics on (medians).
+
+    In a long-lived worker process they update its files; in a job process
+    just forked, the first one creates the process's own files first. The
+    child first touches its whole heap (``gc.collect()``), so the
+    copy-on-write faults any job pays are not counted.
+    """
+    import gc
+
+    from branching_ops import signals
+    from branching_ops.metrics import exporter
+
+    def one_connection() -> float:
+        alias = "schema_bench_events"
+        start = time.perf_counter()
+        signals.branch_alias_tracked.send_robust(sender=None, alias=alias)
+        signals.branch_connection_opened.send_robust(sender=None, alias=alias)
+        signals.branch_connection_closed.send_robust(sender=None, alias=alias, reason="obsolete")
+        signals.branch_alias_untracked.send_robust(sender=None, alias=alias)
+        return (time.perf_counter() - start) * 1e6
+
+    exporter.connect()
+
+    in_worker = statistics.median(one_connection() for _ in range(forks))
+    in_job_process, mark_dead = [], []
+    for _ in range(forks):
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            gc.collect()
+            os.write(write_end, str(one_connection()).encode())
+            os._exit(0)
+        os.close(write_end)
+        in_job_process.append(float(os.read(read_end, 64)))
+        os.close(read_end)
+        os.waitpid(pid, 0)
+        start = time.perf_counter()
+        signals.job_process_exited.send_robust(sender=None, pid=pid)
+        mark_dead.append((time.perf_counter() - start) * 1e6)
+    exporter.disconnect()
+    return in_worker, statistics.median(in_job_process), statistics.median(mark_dead)
+
+
+def switch_metrics(*, on: bool) -> None:
+    """Connect or disconnect the receivers of ``branching_ops.metrics``."""
+    from branching_ops.metrics import exporter
+
+    if on:
+        exporter.connect()
+    else:
+        exporter.disconnect()
 
 
 def hook_cost(held: int) -> float:

@@ -19,15 +19,11 @@ from django.core.checks import Error
 from django.core.checks import Tags
 from django.core.checks import Warning
 from django.core.checks import register
-from django.core.exceptions import ImproperlyConfigured
-from django.db.backends.postgresql.base import DatabaseWrapper as PostgreSQLWrapper
-from django.db.utils import load_backend
 from django.utils.module_loading import import_string
 
 from branching_ops.conf import DEFAULTS
 from branching_ops.conf import conf
-from branching_ops.databases import BRANCH_NAME_RE
-from branching_ops.databases import BranchDatabases
+from branching_ops.names import BRANCH_NAME_RE
 
 DUMMY_ENGINE = "django.db.backends.dummy"
 
@@ -35,20 +31,37 @@ DUMMY_ENGINE = "django.db.backends.dummy"
 def serves_branches(databases: object) -> TypeGuard[dict[str, dict[str, Any]]]:
     """Whether this package manages the branches ``DATABASES`` serves.
 
-    A :class:`BranchDatabases`, or netbox-branching's ``DynamicSchemaDict``,
-    whose branches the NetBox adapter (``branching_ops_netbox``) routes
-    through this package. Looked up without importing NetBox.
+    A :class:`~branching_ops.databases.BranchDatabases`, or netbox-branching's
+    ``DynamicSchemaDict``, whose branches the NetBox adapter routes through
+    this package. Both are looked up in ``sys.modules``, not imported:
+    ``branching_ops.databases`` imports this module (so that the checks run
+    even without the app in ``INSTALLED_APPS``), and neither class exists
+    before its module has been imported.
     """
-    if isinstance(databases, BranchDatabases):
-        return True
+    ours = sys.modules.get("branching_ops.databases")
     netbox_branching = sys.modules.get("netbox_branching.utilities")
-    return netbox_branching is not None and isinstance(
-        databases, netbox_branching.DynamicSchemaDict
+    return (ours is not None and isinstance(databases, ours.BranchDatabases)) or (
+        netbox_branching is not None and isinstance(databases, netbox_branching.DynamicSchemaDict)
     )
 
 
+def branch_default() -> dict[str, Any] | None:
+    """``DATABASES["default"]``, every branch's template, if ``DATABASES`` serves branches."""
+    databases = settings.DATABASES
+    if serves_branches(databases) and "default" in databases:
+        return databases["default"]
+    return None
+
+
 def _is_postgresql(engine: str) -> bool:
-    """Django's PostgreSQL backend, or one built on it (django-prometheus', NetBox's metrics)."""
+    """Django's PostgreSQL backend, or one built on it (django-prometheus', NetBox's metrics).
+
+    Imported here, not at the top: settings modules import this module.
+    """
+    from django.core.exceptions import ImproperlyConfigured
+    from django.db.backends.postgresql.base import DatabaseWrapper as PostgreSQLWrapper
+    from django.db.utils import load_backend
+
     try:
         backend = load_backend(engine)
     except ImproperlyConfigured:
@@ -58,10 +71,10 @@ def _is_postgresql(engine: str) -> bool:
 
 @register(Tags.compatibility)
 def check_databases(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
-    databases = settings.DATABASES
-    if not serves_branches(databases) or "default" not in databases:
+    default = branch_default()
+    if default is None:
         return []
-    engine = databases["default"].get("ENGINE", "")
+    engine = default.get("ENGINE", "")
     if engine != DUMMY_ENGINE and not _is_postgresql(engine):  # dummy: E030
         return [
             Error(
@@ -123,10 +136,9 @@ def check_connection_lifetime(
             )
         )
         cap = None
-    databases = settings.DATABASES
-    if not serves_branches(databases) or "default" not in databases:
+    default = branch_default()
+    if default is None:
         return errors
-    default = databases["default"]
     max_age = default.get("CONN_MAX_AGE", 0)
     pool = default.get("OPTIONS", {}).get("pool")
     if pool and max_age != 0:
@@ -217,14 +229,15 @@ def check_search_path_settings(
 # Misconfigurations of a whole project (E030 and up). These checks must also
 # run when "branching_ops" is missing from INSTALLED_APPS, when the app's
 # ready() never imports this module: branching_ops.databases imports it, and
-# a settings module that builds a BranchDatabases has imported that.
+# a settings module that builds a BranchDatabases has imported that. So this
+# module imports nothing that imports branching_ops.databases.
 
 
 @register(Tags.compatibility)
 def check_default_database(
     app_configs: Sequence[AppConfig] | None, **kwargs: Any
 ) -> list[CheckMessage]:
-    databases: object = settings.DATABASES
+    databases = settings.DATABASES
     if not serves_branches(databases):
         return []
     # Django stands a dummy 'default' in for an empty DATABASES (and refuses a
@@ -247,7 +260,7 @@ def check_installed(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> l
     if apps.is_installed("branching_ops"):
         return []
     uses = []
-    if isinstance(settings.DATABASES, BranchDatabases):
+    if serves_branches(settings.DATABASES):
         uses.append("DATABASES is a BranchDatabases")
     worker_class = getattr(settings, "RQ", {}).get("WORKER_CLASS")
     if isinstance(worker_class, str) and worker_class.startswith("branching_ops."):

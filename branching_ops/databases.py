@@ -9,66 +9,24 @@ manages the branches.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from django.utils.connection import ConnectionDoesNotExist
 
+# Registers the system checks even when "branching_ops" is missing from
+# INSTALLED_APPS (its ready() never runs then): a settings module that builds
+# a BranchDatabases has imported this module, so the checks can say so.
+from branching_ops import checks  # noqa: F401
 from branching_ops import tracking
 from branching_ops.conf import conf
+from branching_ops.names import ALIAS_PREFIX
+from branching_ops.names import branch_application_name
+from branching_ops.names import branch_name_error
+from branching_ops.search_path import BranchSearchPath
 
-ALIAS_PREFIX = "schema_"
 # Django's PostgreSQL backend plus the search_path hooks (branching_ops.backend).
 BRANCH_ENGINE = "branching_ops.backend"
-APPLICATION_NAME_MARKER = "branch:"
-BRANCH_NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-_PGBOUNCER_ADDED_HOST_RE = re.compile(r" (?:- ?\S*)?$")
-# PostgreSQL keeps NAMEDATALEN - 1 bytes of application_name and drops the rest.
-APPLICATION_NAME_MAX_BYTES = 63
-
-
-def branch_name_error(name: str) -> str | None:
-    """Say why ``name`` is not a valid branch name, or return ``None``.
-
-    Branch names end up in libpq options and in SQL identifiers; only this
-    conservative alphabet is accepted, so nothing is ever spliced unchecked.
-    """
-    if BRANCH_NAME_RE.fullmatch(name) is None:
-        return (
-            f"{name!r} is not a valid branch name: it must be 1 to 63 characters "
-            "of lowercase ASCII letters, digits and underscores, not starting "
-            "with a digit."
-        )
-    return None
-
-
-def branch_alias(name: str) -> str:
-    """Return the connection alias of branch ``name``; ``ValueError`` if invalid."""
-    error = branch_name_error(name)
-    if error is not None:
-        raise ValueError(error)
-    return ALIAS_PREFIX + name
-
-
-def branch_application_name(name: str, project_name: str | None) -> str:
-    """The ``application_name`` a branch connection shows in ``pg_stat_activity``."""
-    label = APPLICATION_NAME_MARKER + name
-    return f"{project_name}/{label}" if project_name else label
-
-
-def branch_from_application_name(application_name: str) -> str | None:
-    """The branch a backend serves, from its ``application_name``, or ``None``.
-
-    The name may be cut short where the server truncated a long
-    ``application_name`` to 63 bytes. The `` - host:port`` that PgBouncer's
-    ``application_name_add_host`` appends (whole or cut short) is ignored.
-    """
-    application_name = _PGBOUNCER_ADDED_HOST_RE.sub("", application_name)
-    head, marker, name = application_name.rpartition(APPLICATION_NAME_MARKER)
-    if not marker or (head and not head.endswith("/")):
-        return None
-    return name if BRANCH_NAME_RE.fullmatch(name) else None
 
 
 class BranchDatabases(dict[str, dict[str, Any]]):
@@ -141,18 +99,12 @@ def build_branch_settings(default: Mapping[str, Any], name: str) -> dict[str, An
             **conf.BRANCH_POOL_OPTIONS,
         }
     # Read by the branch backend, which delivers and checks the path.
-    options["search_path"] = search_path
-    options["set_search_path"] = not at_startup
-    options["verify_search_path"] = conf.VERIFY_SEARCH_PATH
+    options.update(
+        BranchSearchPath(search_path, not at_startup, conf.VERIFY_SEARCH_PATH).options()
+    )
     return {
         **default,
         "ENGINE": BRANCH_ENGINE,
         "OPTIONS": options,
         "TEST": dict(default.get("TEST", {})),
     }
-
-
-# Registers the system checks even when "branching_ops" is missing from
-# INSTALLED_APPS (its ready() never runs then): a settings module that builds
-# a BranchDatabases has imported this module, so the checks can say so.
-from branching_ops import checks  # noqa: E402, F401

@@ -34,7 +34,6 @@ connections, and no hook lets an exception stop the worker.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -51,50 +50,24 @@ from rq.worker import SimpleWorker
 from rq.worker import SpawnWorker
 from rq.worker import Worker
 
-from branching_ops.tracking import close_branch_connections
-from branching_ops.tracking import close_old_branch_connections
-from branching_ops.tracking import stored_wrapper
-from branching_ops.tracking import tracked_aliases
+from branching_ops import tracking
+from branching_ops.signals import job_process_exited
 
 logger = logging.getLogger("branching_ops")
 
 
-def _django_wrappers() -> list[BaseDatabaseWrapper]:
-    """Django's own open connections, but those inside an ``atomic()`` block.
-
-    A worker run inside a test's transaction (``TestCase``, pytest-django's
-    ``db``) must leave that connection alone, as Django's test client does,
-    and like the branch rule of this package: never close inside ``atomic()``.
-    """
-    return [w for w in connections.all(initialized_only=True) if not w.in_atomic_block]
-
-
-def _branch_wrappers() -> list[BaseDatabaseWrapper]:
-    return [w for alias in tracked_aliases() if (w := stored_wrapper(alias)) is not None]
-
-
-def _apply(
-    action: Callable[[BaseDatabaseWrapper], None],
-    wrappers: list[BaseDatabaseWrapper],
-    what: str = "Closing",
-) -> None:
-    """Apply ``action`` to each wrapper; log a failure and go on, never raise."""
-    for wrapper in wrappers:
-        try:
-            action(wrapper)
-        except Exception:
-            logger.warning("%s connection %s failed.", what, wrapper.alias, exc_info=True)
-
-
-def _server_status(wrapper: BaseDatabaseWrapper) -> TransactionStatus | None:
+def _server_status(wrapper: BaseDatabaseWrapper) -> int | None:
     """The server's transaction status of an open PostgreSQL connection, else None.
 
-    Only PostgreSQL reports it (psycopg 3 and psycopg2 alike); a connection of
-    another backend has no server-side status to read and nothing to cancel.
+    A :class:`~psycopg.pq.TransactionStatus` value. Only PostgreSQL reports
+    it (psycopg 3 and psycopg2 alike); a connection of another backend has no
+    server-side status to read and nothing to cancel. Read after every job on
+    every connection, so taken as libpq answers it, without converting.
     """
     if wrapper.vendor != "postgresql" or wrapper.connection is None:
         return None
-    return TransactionStatus(wrapper.connection.info.transaction_status)
+    status: int = wrapper.connection.info.transaction_status
+    return status
 
 
 def _cancel_running_query(wrapper: BaseDatabaseWrapper) -> None:
@@ -114,45 +87,49 @@ class BranchDeathPenalty(UnixSignalDeathPenalty):
     """
 
     def handle_death_penalty(self, signum: int, frame: FrameType | None) -> None:
-        _apply(
-            _cancel_running_query,
-            [*connections.all(initialized_only=True), *_branch_wrappers()],
-            what="Cancelling the query on",
-        )
+        for wrapper in [*connections.all(initialized_only=True), *tracking.branch_wrappers()]:
+            tracking.attempt(_cancel_running_query, wrapper, "Cancelling the query on connection")
         super().handle_death_penalty(signum, frame)  # type: ignore[no-untyped-call]
 
 
-def _left_in_transaction(wrapper: BaseDatabaseWrapper) -> bool:
-    """True if the server still has a transaction open on this connection.
+def _close_if_left_in_transaction_or_obsolete(wrapper: BaseDatabaseWrapper) -> None:
+    """After a job: close a connection the job left inside a transaction, else as a request would.
 
     Django only knows about transactions it started; a job that ran a raw
     ``BEGIN`` (or was interrupted mid-query outside ``atomic()``) leaves the
-    backend "idle in transaction", holding locks. A connection inside an
-    ``atomic()`` block belongs to code that is still running (a test around
-    the worker) and is left alone.
+    backend "idle in transaction", holding locks. (A connection inside an
+    ``atomic()`` block belongs to code still running around the worker, and
+    never gets here.)
     """
-    return _server_status(wrapper) not in (None, TransactionStatus.IDLE) and not (
-        wrapper.in_atomic_block
-    )
+    if _server_status(wrapper) not in (None, TransactionStatus.IDLE):
+        wrapper.close()
+    else:
+        tracking.close_if_unusable_or_obsolete(wrapper)
 
 
 def close_old_job_connections() -> None:
-    """What a request boundary does, for Django's aliases and for branches."""
-    _apply(BaseDatabaseWrapper.close_if_unusable_or_obsolete, _django_wrappers())
-    close_old_branch_connections()
+    """Before a job: what a request boundary does, for Django's aliases and for branches."""
+    tracking.close_connections(
+        tracking.close_if_unusable_or_obsolete,
+        "obsolete",
+        spare_atomic=True,
+        django_connections=True,
+    )
 
 
 def close_job_leftovers() -> None:
-    """After a job: close what it left inside a transaction, then the obsolete."""
-    _apply(BaseDatabaseWrapper.close, [w for w in _django_wrappers() if _left_in_transaction(w)])
-    close_branch_connections([w.alias for w in _branch_wrappers() if _left_in_transaction(w)])
-    close_old_job_connections()
+    """After a job, in one pass: what it left inside a transaction, and the obsolete."""
+    tracking.close_connections(
+        _close_if_left_in_transaction_or_obsolete,
+        "obsolete",
+        spare_atomic=True,
+        django_connections=True,
+    )
 
 
 def close_all_connections() -> None:
-    """Close every connection of this thread, Django's and branches'."""
-    _apply(BaseDatabaseWrapper.close, _django_wrappers())
-    close_branch_connections()
+    """Close every connection of this thread, Django's (outside ``atomic()``) and branches'."""
+    tracking.close_connections(BaseDatabaseWrapper.close, "shutdown", django_connections=True)
 
 
 class BranchJobMixin:
@@ -190,6 +167,12 @@ class BranchWorker(BranchJobMixin, Worker):
     def fork_work_horse(self, job: Job, queue: Queue) -> None:
         close_all_connections()
         super().fork_work_horse(job, queue)
+
+    def wait_for_horse(self) -> tuple[int | None, int | None, Any]:
+        pid, status, rusage = super().wait_for_horse()
+        if pid:  # also after a kill: say so, state kept per process goes with it
+            job_process_exited.send_robust(sender=type(self), pid=pid)
+        return pid, status, rusage
 
 
 SPAWN_SUPPORTED = hasattr(SpawnWorker, "_dump_worker_config")

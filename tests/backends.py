@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from branching_ops import activity
 from branching_ops.testing.postgres import PostgresServer
 
 
@@ -21,7 +22,12 @@ class BranchBackends:
         self.monitor = server.connect()
 
     def __call__(self) -> list[str]:
-        return self.server.branch_application_names(self.monitor, self.dbname)
+        return sorted(
+            backend.application_name
+            for backend in activity.branch_backends(
+                self.monitor, database=self.dbname, include_own=True
+            )
+        )
 
     def wait_for(self, expected: list[str], timeout: float = 10) -> None:
         """Poll until the backends are exactly ``expected``; fail showing the last read."""

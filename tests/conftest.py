@@ -5,9 +5,11 @@ from collections.abc import Callable
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from django.conf import settings
 from django.db import connections
+from psycopg import sql
 from rq import Queue
 
 from branching_ops.databases import BranchDatabases
@@ -71,6 +73,31 @@ def branch_backends(postgres: PostgresServer, transactional_db: None) -> Iterato
     backends.close()
 
 
+Branches = Callable[..., None]
+
+
+@pytest.fixture
+def branches(postgres: PostgresServer, django_db_setup: None) -> Iterator[Branches]:
+    """``branches("a", "b", ...)``: a real, empty schema for each branch a test connects to.
+
+    A branch connection refuses a schema that does not exist (it would
+    search ``public`` in its place), so the test creates the ones it uses,
+    as ``branch_create`` would: committed (branch connections are other
+    sessions) and owned by the application role. They go after the test.
+    """
+    dbname = str(connections["default"].settings_dict["NAME"])
+    created: list[str] = []
+
+    def create(*names: str) -> None:
+        postgres.create_schemas(dbname, names, owner=APP_ROLE)
+        created.extend(names)
+
+    yield create
+    if created:
+        close_branch_connections()
+        postgres.drop_schemas(dbname, created)
+
+
 @pytest.fixture
 def conn_max_age(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
     """Set CONN_MAX_AGE of ``default`` (and so of branches created from now on)."""
@@ -105,6 +132,72 @@ def reroute_branches(
         monkeypatch.setattr(databases, "branch_settings", branch_settings)
 
     return reroute
+
+
+Connect = Callable[..., psycopg.Connection[Any]]
+
+
+# -- the operations commands' tests: backends of other processes, schemas they make
+
+
+@pytest.fixture
+def dbname(transactional_db: None) -> str:
+    name: str = connections["default"].settings_dict["NAME"]
+    return name
+
+
+@pytest.fixture
+def connect(postgres: PostgresServer, dbname: str) -> Iterator[Connect]:
+    """Open real client backends, as other processes would: ``connect(app_name, ...)``."""
+    opened: list[psycopg.Connection[Any]] = []
+
+    def open_backend(
+        application_name: str, *, user: str = APP_ROLE, database: str = "", autocommit: bool = True
+    ) -> psycopg.Connection[Any]:
+        connection = psycopg.connect(
+            postgres.conninfo(database or dbname, user=user),
+            application_name=application_name,
+            autocommit=autocommit,
+        )
+        opened.append(connection)
+        return connection
+
+    yield open_backend
+    for connection in opened:
+        connection.cancel()  # a backend in pg_sleep() would outlive its client
+        connection.close()
+
+
+@pytest.fixture
+def drop_schemas(postgres: PostgresServer, dbname: str) -> Iterator[None]:
+    """Flushing the test database keeps schemas; drop the ones a test made."""
+    yield
+    with postgres.connect(dbname) as cleanup:
+        made = cleanup.execute(
+            "SELECT nspname FROM pg_namespace "
+            "WHERE nspname !~ '^(pg_|information_schema$|public$)'"
+        ).fetchall()
+        for (name,) in made:
+            cleanup.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(str(name))))
+
+
+@pytest.fixture
+def three_branches(connect: Connect, branches: Branches) -> dict[int, str]:
+    """alpha: 2 idle; beta: 1 idle in transaction (project prefix); gamma: 1 active."""
+    branches("mine")
+    backends = {
+        "a1": connect("branch:alpha"),
+        "a2": connect("branch:alpha"),
+        "b1": connect("myproject/branch:beta", autocommit=False),
+        "g1": connect("branch:gamma"),
+    }
+    backends["b1"].execute("SELECT 1")
+    backends["g1"].pgconn.send_query(b"SELECT pg_sleep(60)")
+    connect("myproject")  # not a branch
+    connect("branch:alpha", database="postgres")  # another database
+    with connections["schema_mine"].cursor() as cursor:  # this thread's own
+        cursor.execute("SELECT 1")
+    return {connection.info.backend_pid: name for name, connection in backends.items()}
 
 
 @pytest.fixture(autouse=True)

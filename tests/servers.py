@@ -105,10 +105,12 @@ class Server:
             list(pool.map(self.get, paths))
         return self.results[first:]
 
-    def hold_every_thread(self, name: str = "-") -> list[tuple[int, dict[str, Any]]]:
-        """One request on each of the server's threads at once (see the ``hold`` view)."""
+    def hold_every_thread(
+        self, name: str = "-", view: str = "hold"
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """One request on each of the server's threads at once (see the ``hold`` views)."""
         with ThreadPoolExecutor(THREADS) as pool:
-            responses = list(pool.map(self.get, [f"/hold/{THREADS}/{name}/"] * THREADS))
+            responses = list(pool.map(self.get, [f"/{view}/{THREADS}/{name}/"] * THREADS))
         return [(status, json.loads(body)) for status, body in responses]
 
     def log_text(self) -> str:

@@ -23,6 +23,7 @@ from branching_ops.testing.postgres import running_postgres
 from branching_ops.tracking import tracked_aliases
 from tests.backends import BranchBackends
 from tests.conftest import APP_ROLE
+from tests.conftest import Branches
 
 ROOT = Path(__file__).resolve().parent.parent
 BRANCHES = 50
@@ -41,6 +42,7 @@ def wide_postgres(postgres: PostgresServer) -> Iterator[PostgresServer]:
         with server.connect() as setup:
             setup.execute(f"CREATE ROLE {APP_ROLE} LOGIN")
             setup.execute(f"CREATE DATABASE {WIDE_DBNAME} OWNER {APP_ROLE}")
+        server.create_schemas(WIDE_DBNAME, touch_names(), owner=APP_ROLE)
         yield server
 
 
@@ -60,8 +62,13 @@ def wide(
     connections["default"].close()
 
 
-def touched(count: int = BRANCHES, prefix: str = "touch") -> list[str]:
-    return [f"branch:{prefix}_{i}" for i in range(count)]
+def touch_names(count: int = BRANCHES) -> list[str]:
+    """The branches ``touch_branches --count COUNT`` connects to."""
+    return [f"touch_{i}" for i in range(count)]
+
+
+def touched(count: int = BRANCHES) -> list[str]:
+    return [f"branch:{name}" for name in touch_names(count)]
 
 
 def test_returning_command_leaves_no_backend(wide: BranchBackends) -> None:
@@ -99,7 +106,10 @@ def test_plain_base_command_leaks_every_branch(wide: BranchBackends) -> None:
     print(f"\nplain BaseCommand left {len(wide())} of {BRANCHES} branch backends open")
 
 
-def test_callers_branch_connection_and_atomic_survive(branch_backends: BranchBackends) -> None:
+def test_callers_branch_connection_and_atomic_survive(
+    branch_backends: BranchBackends, branches: Branches
+) -> None:
+    branches("outer", "outer_0", *touch_names(5))
     outer = connections["schema_outer"]
     with transaction.atomic(using="schema_outer"):
         with outer.cursor() as cursor:
@@ -119,8 +129,11 @@ def test_callers_branch_connection_and_atomic_survive(branch_backends: BranchBac
     assert tracked_aliases() == ["schema_outer"]
 
 
-def test_command_leaves_its_own_atomic_block_open(branch_backends: BranchBackends) -> None:
+def test_command_leaves_its_own_atomic_block_open(
+    branch_backends: BranchBackends, branches: Branches
+) -> None:
     """A connection left inside atomic() is never closed under the code using it."""
+    branches("dangling")
     block = transaction.atomic(using="schema_dangling")
 
     class Dangling(BranchCommand):
@@ -137,7 +150,11 @@ def test_command_leaves_its_own_atomic_block_open(branch_backends: BranchBackend
         block.__exit__(None, None, None)
 
 
-def test_nested_commands_close_only_their_own(branch_backends: BranchBackends) -> None:
+def test_nested_commands_close_only_their_own(
+    branch_backends: BranchBackends, branches: Branches
+) -> None:
+    branches("outer_cmd", *touch_names(3))
+
     class Outer(BranchCommand):
         def handle(self, *args: object, **options: object) -> None:
             with connections["schema_outer_cmd"].cursor() as cursor:
@@ -152,20 +169,22 @@ def test_nested_commands_close_only_their_own(branch_backends: BranchBackends) -
 
 
 def test_checkpoint_lets_200_branches_through_40_slots(
-    branch_backends: BranchBackends, postgres: PostgresServer
+    branch_backends: BranchBackends, postgres: PostgresServer, branches: Branches
 ) -> None:
-    branches = 200
-    assert branches > postgres.max_connections
+    count = 200
+    assert count > postgres.max_connections
+    branches(*touch_names(count))
 
-    call_command("touch_branches", count=branches, checkpoint=True, stdout=StringIO())
+    call_command("touch_branches", count=count, checkpoint=True, stdout=StringIO())
 
     branch_backends.wait_for([])
 
 
 def test_without_checkpoint_200_branches_exhaust_the_server(
-    branch_backends: BranchBackends,
+    branch_backends: BranchBackends, branches: Branches
 ) -> None:
     """The checkpoint is what makes the loop above pass: no cap, CONN_MAX_AGE=0."""
+    branches(*touch_names(200))
     assert connections["default"].settings_dict["CONN_MAX_AGE"] == 0
     with pytest.raises(OperationalError, match=r"slots are reserved|too many clients"):
         call_command("touch_branches", count=200, stdout=StringIO())
@@ -176,8 +195,9 @@ def test_without_checkpoint_200_branches_exhaust_the_server(
 
 
 def test_checkpoint_keeps_young_connections_and_the_callers(
-    branch_backends: BranchBackends, monkeypatch: pytest.MonkeyPatch
+    branch_backends: BranchBackends, monkeypatch: pytest.MonkeyPatch, branches: Branches
 ) -> None:
+    branches("caller", "young")
     with connections["schema_caller"].cursor() as cursor:
         cursor.execute("SELECT 1")
     monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", 60)

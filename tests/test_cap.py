@@ -14,12 +14,12 @@ from django.db import transaction
 from django.test import override_settings
 
 from branching_ops.backend.base import DatabaseWrapper as BranchDatabaseWrapper
-from branching_ops.conf import conf
 from branching_ops.signals import branch_connection_closed
 from branching_ops.tracking import close_branch_connections
 from branching_ops.tracking import close_old_branch_connections
 from branching_ops.tracking import tracked_aliases
 from tests.backends import BranchBackends
+from tests.conftest import Branches
 
 
 @pytest.fixture
@@ -43,17 +43,12 @@ def settled_count(backends: BranchBackends, at_most: int, timeout: float = 5) ->
     return len(current)
 
 
-def test_settings_default_and_override() -> None:
-    assert conf.MAX_CONNECTIONS_PER_THREAD is None
-    with override_settings(BRANCHING_OPS={"MAX_CONNECTIONS_PER_THREAD": 2}):
-        assert conf.MAX_CONNECTIONS_PER_THREAD == 2
-
-
 @pytest.mark.slow
 @pytest.mark.usefixtures("cap")
 def test_thousand_branches_on_one_thread_hold_at_most_the_cap(
-    branch_backends: BranchBackends,
+    branch_backends: BranchBackends, branches: Branches
 ) -> None:
+    branches(*[f"walk_{i}" for i in range(1000)])
     peak = 0
     for i in range(1000):
         backend_pid(f"walk_{i}")
@@ -69,8 +64,9 @@ def test_thousand_branches_on_one_thread_hold_at_most_the_cap(
 
 @pytest.mark.usefixtures("cap")
 def test_least_recently_used_is_closed_not_least_recently_opened(
-    branch_backends: BranchBackends,
+    branch_backends: BranchBackends, branches: Branches
 ) -> None:
+    branches("hot", *[f"cold_{i}" for i in range(10)])
     hot = backend_pid("hot")
     for i in range(10):
         backend_pid(f"cold_{i}")
@@ -82,8 +78,9 @@ def test_least_recently_used_is_closed_not_least_recently_opened(
 
 @pytest.mark.usefixtures("cap")
 def test_busy_connections_are_never_closed_and_warn_once(
-    branch_backends: BranchBackends, caplog: pytest.LogCaptureFixture
+    branch_backends: BranchBackends, caplog: pytest.LogCaptureFixture, branches: Branches
 ) -> None:
+    branches("idle", *[f"busy_{x}" for x in "abcde"])
     with transaction.atomic(using="schema_busy_a"), transaction.atomic(using="schema_busy_b"):
         backend_pid("busy_a")
         backend_pid("busy_b")
@@ -104,8 +101,9 @@ def test_busy_connections_are_never_closed_and_warn_once(
 
 @pytest.mark.usefixtures("cap")
 def test_reconnect_of_a_closed_wrapper_stays_within_the_cap(
-    branch_backends: BranchBackends,
+    branch_backends: BranchBackends, branches: Branches
 ) -> None:
+    branches("re_a", "re_b", "re_c", "re_d")
     for branch in ("re_a", "re_b", "re_c"):
         backend_pid(branch)
     connections["schema_re_a"].close()  # closed by someone else: still tracked
@@ -118,7 +116,8 @@ def test_reconnect_of_a_closed_wrapper_stays_within_the_cap(
 
 
 @pytest.mark.usefixtures("transactional_db")
-def test_without_cap_no_use_recorder_is_installed() -> None:
+def test_without_cap_no_use_recorder_is_installed(branches: Branches) -> None:
+    branches("uncapped")
     backend_pid("uncapped")
 
     assert connections["schema_uncapped"].execute_wrappers == []
@@ -126,8 +125,9 @@ def test_without_cap_no_use_recorder_is_installed() -> None:
 
 @pytest.mark.usefixtures("cap")
 def test_signal_and_logs_name_alias_and_reason(
-    branch_backends: BranchBackends, caplog: pytest.LogCaptureFixture
+    branch_backends: BranchBackends, caplog: pytest.LogCaptureFixture, branches: Branches
 ) -> None:
+    branches("sig_a", "sig_b", "sig_c", "sig_d", "sig_e")
     received: list[tuple[object, str, str]] = []
 
     def receiver(sender: object, alias: str, reason: str, **kwargs: object) -> None:
@@ -179,8 +179,9 @@ def test_signal_and_logs_name_alias_and_reason(
 
 
 @pytest.mark.usefixtures("cap")
-def test_cap_is_per_thread(branch_backends: BranchBackends) -> None:
+def test_cap_is_per_thread(branch_backends: BranchBackends, branches: Branches) -> None:
     threads, walk = 4, 30
+    branches(*[f"t{n}_{i}" for n in range(threads) for i in range(walk)])
     holding = threading.Barrier(threads + 1)  # every thread holds its cap at once
     read = threading.Barrier(threads + 1)  # until the server has been read
 

@@ -19,7 +19,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from branching_ops.databases import branch_name_error
+from branching_ops.names import branch_name_error
 from branching_ops.tracking import tracked_aliases
 from tests.hostile import HOSTILE_NAMES
 

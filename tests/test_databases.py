@@ -9,8 +9,6 @@ from django.test import override_settings
 from django.utils.connection import ConnectionDoesNotExist
 
 from branching_ops.databases import BranchDatabases
-from branching_ops.databases import branch_alias
-from branching_ops.databases import branch_from_application_name
 from branching_ops.databases import build_branch_settings
 from branching_ops.tracking import stored_wrapper
 from branching_ops.tracking import tracked_aliases
@@ -161,38 +159,11 @@ def test_hostile_names_rejected_before_any_connection(name: str) -> None:
     assert repr(name) in str(excinfo.value)
     assert not stored_wrapper(alias) is not None
     assert tracked_aliases() == []
-    with pytest.raises(ValueError, match="is not a valid branch name"):
-        branch_alias(name)
-
-
-def test_longest_valid_name_is_accepted() -> None:
-    assert branch_alias("a" * 63) == "schema_" + "a" * 63
 
 
 def test_unknown_static_alias_keeps_djangos_message() -> None:
     with pytest.raises(ConnectionDoesNotExist, match=r"^The connection 'other' doesn't exist\.$"):
         connections["other"]
-
-
-@pytest.mark.parametrize(
-    ("application_name", "branch"),
-    [
-        ("branch:feature_x", "feature_x"),
-        ("myproject/branch:feature_x", "feature_x"),
-        # PgBouncer's application_name_add_host, whole and cut at 63 bytes
-        ("branch:feature_x - 127.0.0.1:53446", "feature_x"),
-        ("myproject/branch:feature_x - 127.0.", "feature_x"),
-        ("branch:feature_x -", "feature_x"),
-        ("branch:feature_x ", "feature_x"),
-        ("branch:feature_x junk", None),
-        ("myproject branch:feature_x", None),
-        ("branch:Bad", None),
-        ("psql", None),
-        ("", None),
-    ],
-)
-def test_branch_from_application_name(application_name: str, branch: str | None) -> None:
-    assert branch_from_application_name(application_name) == branch
 
 
 @pytest.mark.parametrize(

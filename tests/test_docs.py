@@ -106,3 +106,52 @@ def test_readme_is_short_and_links_every_page() -> None:
     if "](CHANGELOG.md)" in readme:
         linked.add("changelog.md")
     assert sorted(docs_pages() - linked) == []
+
+
+def package_map() -> set[str]:
+    """The paths the "How it works" page's package table lists, relative to the package."""
+    text = (DOCS / "how-it-works.md").read_text()
+    table = re.search(r"^## The package\n(.*?)^## ", text, re.MULTILINE | re.DOTALL)
+    assert table is not None, "how-it-works.md has no package table"
+    first_cells = re.findall(r"^\| ([^|]+) \|", table[1], re.MULTILINE)
+    paths = {path for cell in first_cells for path in re.findall(r"`([\w./]+)`", cell)}
+    return {path.removeprefix("branching_ops/").rstrip("/") for path in paths}
+
+
+def test_the_package_map_lists_every_module() -> None:
+    """A listed package covers what is inside it; an unlisted one must list its modules."""
+    listed = package_map()
+
+    def uncovered(path: Path) -> list[str]:
+        name = path.relative_to(PACKAGE).as_posix()
+        if name in listed:
+            return []
+        if path.is_file():
+            return [name]
+        children = [
+            child
+            for child in sorted(path.iterdir())
+            if (child.suffix == ".py" and child.name != "__init__.py")
+            or (child / "__init__.py").is_file()
+        ]
+        return [missing for child in children for missing in uncovered(child)]
+
+    assert "databases.py" in listed  # the pattern still finds the table
+    assert uncovered(PACKAGE) == []
+    assert sorted(path for path in listed if not (PACKAGE / path).exists()) == []
+
+
+def test_every_test_the_docs_name_exists() -> None:
+    """Guarantees name the test that shows them: a renamed or moved test must be followed."""
+    named = {
+        (path, name)
+        for page in DOCS.rglob("*.md")
+        for path, name in re.findall(r"`(tests/[\w/]+\.py)::(\w+)", page.read_text())
+    }
+    assert ("tests/test_tracking.py", "test_cleanup_never_closes_inside_atomic") in named
+    missing = sorted(
+        f"{path}::{name}"
+        for path, name in named
+        if not (ROOT / path).is_file() or f"def {name}(" not in (ROOT / path).read_text()
+    )
+    assert missing == []

@@ -20,6 +20,7 @@ from django.db import connections
 from branching_ops.testing.postgres import PostgresServer
 from branching_ops.tracking import tracked_aliases
 from tests.backends import BranchBackends
+from tests.conftest import Branches
 from tests.servers import THREADS
 from tests.servers import gunicorn
 from tests.servers import running_server
@@ -60,7 +61,9 @@ def test_server_threads_survive_lost_branch_connections(
     fault: str,
     health_checks: bool,
     reconnect_after_restart: None,
+    branches: Branches,
 ) -> None:
+    branches("lost")
     env = {"BRANCHING_OPS_TEST_CONN_MAX_AGE": "60"}
     if health_checks:
         env["BRANCHING_OPS_TEST_CONN_HEALTH_CHECKS"] = "1"
@@ -96,7 +99,9 @@ def test_backend_terminated_between_two_requests_on_one_thread(
     dbname: str,
     conn_max_age: Callable[[int], None],
     caplog: pytest.LogCaptureFixture,
+    branches: Branches,
 ) -> None:
+    branches("term")
     conn_max_age(60)
     assert get("/branch/term/") == (200, "term,public")
     old_pid = connections["schema_term"].connection.info.backend_pid
@@ -124,8 +129,10 @@ def test_database_unreachable_during_cleanup(
     caplog: pytest.LogCaptureFixture,
     reconnect_after_restart: None,
     cleanup: str,
+    branches: Branches,
 ) -> None:
     """The server goes away between the view and ``request_finished``."""
+    branches("down")
     if cleanup == "obsolete":
         conn_max_age(0)  # the cleanup closes the connection: a goodbye to nobody
         path, expected_status = "/branch/down/", 200
@@ -155,9 +162,10 @@ def test_database_unreachable_during_cleanup(
 
 
 def test_atomic_spanning_request_finished_is_closed_at_the_next_boundary(
-    branch_backends: BranchBackends, caplog: pytest.LogCaptureFixture
+    branch_backends: BranchBackends, caplog: pytest.LogCaptureFixture, branches: Branches
 ) -> None:
     """A streamed response whose generator is inside ``transaction.atomic``."""
+    branches("streamed")
     status, response = start("/stream/streamed/")
     chunks = iter(response)
     assert (status, next(chunks)) == (200, b"0")
@@ -190,11 +198,12 @@ def backend_states(branch_backends: BranchBackends, name: str) -> list[str]:
     return [str(state) for (state,) in rows]
 
 
-def test_schema_dropped_and_recreated_under_an_open_connection(
+def test_schema_dropped_under_an_open_connection_without_health_checks(
     branch_backends: BranchBackends,
     conn_max_age: Callable[[int], None],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """The remaining window without ``CONN_HEALTH_CHECKS``: until the connection errs."""
     conn_max_age(60)
     admin = connections["default"]
     try:
@@ -207,20 +216,94 @@ def test_schema_dropped_and_recreated_under_an_open_connection(
         with admin.cursor() as cursor:
             cursor.execute("DROP SCHEMA recreated CASCADE")
 
-        with caplog.at_level(logging.ERROR, logger="django.request"):
+        # The open connection now searches public: a query that public can
+        # answer would succeed here. This one fails, and the failure makes the
+        # end of the request ask whether the connection is usable: it is not.
+        with caplog.at_level(logging.WARNING):
             assert get("/count_t/recreated/")[0] == 500
         assert 'relation "t" does not exist' in caplog.text
-        # The connection is still usable, so it is kept, as Django keeps its own.
-        assert get("/branch/recreated/") == (200, "recreated,public")
+        assert "Branch connection schema_recreated is no longer usable" in caplog.text
+        branch_backends.wait_for([])
+
+        # The next request reconnects, and the new connection is refused.
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="django.request"):
+            assert get("/branch/recreated/")[0] == 500
+        assert "BranchDoesNotExist: Branch 'recreated' does not exist" in caplog.text
 
         with admin.cursor() as cursor:
             cursor.execute("CREATE SCHEMA recreated")
             cursor.execute("CREATE TABLE recreated.t AS SELECT 1 AS id")
 
-        # search_path names the schema, so the same backend finds the new one.
         assert get("/count_t/recreated/") == (200, "1")
-        assert connections["schema_recreated"].connection.info.backend_pid == pid
+        assert connections["schema_recreated"].connection.info.backend_pid != pid
         branch_backends.wait_for(["branch:recreated"])
     finally:
         with admin.cursor() as cursor:
             cursor.execute("DROP SCHEMA IF EXISTS recreated CASCADE")
+
+
+@pytest.mark.slow
+def test_branch_dropped_under_persistent_connections_with_health_checks(
+    branch_backends: BranchBackends,
+    branches: Branches,
+    postgres: PostgresServer,
+    dbname: str,
+    tmp_path: Path,
+) -> None:
+    """Every server thread holds a connection to the branch when its schema goes.
+
+    Dropped behind the package's back (not with ``branch_drop``, which would
+    end the connections): Django's health check finds each one unusable at
+    the next request on its thread, the reconnect is refused, and no write
+    lands in ``public``.
+    """
+
+    def create_branch() -> None:
+        branches("vanishing")
+        with postgres.connect(dbname) as admin:
+            admin.execute("CREATE TABLE vanishing.testapp_note (LIKE testapp_note INCLUDING ALL)")
+            admin.execute("ALTER TABLE vanishing.testapp_note OWNER TO app")
+
+    def notes() -> dict[str, int]:
+        """Rows of testapp_note per schema that has the table."""
+        with postgres.connect(dbname) as admin:
+            schemas = admin.execute(
+                "SELECT table_schema FROM information_schema.tables "
+                "WHERE table_name = 'testapp_note' ORDER BY 1"
+            ).fetchall()
+            return {
+                str(schema): len(admin.execute(f"SELECT 1 FROM {schema}.testapp_note").fetchall())
+                for (schema,) in schemas
+            }
+
+    create_branch()
+    env = {"BRANCHING_OPS_TEST_CONN_MAX_AGE": "600", "BRANCHING_OPS_TEST_CONN_HEALTH_CHECKS": "1"}
+    with running_server(gunicorn, dbname, tmp_path, **env) as server:
+        first = server.hold_every_thread("vanishing", view="hold_note")
+        assert [(status, body["error"]) for status, body in first] == [(200, None)] * THREADS
+        threads = {body["thread"] for _, body in first}
+        assert len(threads) == THREADS
+        branch_backends.wait_for(["branch:vanishing"] * THREADS)
+
+        with postgres.connect(dbname) as admin:
+            admin.execute("DROP SCHEMA vanishing CASCADE")
+        assert branch_backends() == ["branch:vanishing"] * THREADS  # still open
+
+        failed = server.hold_every_thread("vanishing", view="hold_note")
+        assert [(status, body["error"]) for status, body in failed] == [
+            (503, "BranchDoesNotExist")
+        ] * THREADS
+        assert {body["thread"] for _, body in failed} == threads
+        assert notes() == {"public": 0}
+        branch_backends.wait_for([])  # discarded, and the reconnects refused
+
+        create_branch()
+        again = server.hold_every_thread("vanishing", view="hold_note")
+        assert [(status, body["error"]) for status, body in again] == [(200, None)] * THREADS
+        assert notes() == {"public": 0, "vanishing": THREADS}
+        server.stop()
+        branch_backends.wait_for([])
+        log = server.log_text()
+    assert log.count("is no longer usable: schema 'vanishing' has gone") == THREADS
+    assert "Traceback" not in log

@@ -17,8 +17,10 @@ import pytest
 from django.db import connections
 from django.test import override_settings
 
-from branching_ops.databases import branch_from_application_name
+from branching_ops.names import branch_from_application_name
 from branching_ops.routers import activate_branch
+from branching_ops.search_path import SET_AND_CHECK_SQL
+from branching_ops.search_path import BranchDoesNotExist
 from branching_ops.search_path import SearchPathError
 from branching_ops.testing._process import wait_until
 from branching_ops.testing.pgbouncer import PgBouncer
@@ -29,6 +31,9 @@ from branching_ops.tracking import stored_wrapper
 from branching_ops.tracking import tracked_aliases
 from tests.backends import BranchBackends
 from tests.conftest import APP_ROLE
+from tests.conftest import Branches
+from tests.statements import as_logged
+from tests.statements import write_to_missing_branch
 from tests.testapp.models import Note
 from tests.wsgi import get
 
@@ -143,8 +148,8 @@ def test_startup_mode_refused_by_pgbouncer_fails_fast_with_our_error(
         "startup parameter: options'. A connection pooler in front of PostgreSQL does not "
         "accept the branch's search_path as a startup option (PgBouncer before 1.20, or "
         "without track_extra_parameters = search_path). Set BRANCHING_OPS['SEARCH_PATH'] = "
-        "'session' and use session pooling; see 'Running behind PgBouncer' in the "
-        "django-branching-ops README."
+        "'session' and use session pooling; see 'Behind PgBouncer' (docs/pgbouncer.md) in "
+        "the django-branching-ops documentation."
     )
     wrapper = stored_wrapper("schema_refused")
     assert wrapper is not None
@@ -192,6 +197,42 @@ def test_dropped_options_are_caught_and_no_write_lands_in_public(
     finally:
         with connections["default"].cursor() as cursor:
             cursor.execute("DROP SCHEMA stray CASCADE")
+
+
+@pytest.mark.parametrize("mode", ["startup", "session"])
+def test_a_missing_branch_behind_pgbouncer_runs_nothing(
+    mode: str,
+    start_pgbouncer: Callable[..., PgBouncer],
+    reroute_branches: Callable[..., None],
+    branch_backends: BranchBackends,
+    postgres: PostgresServer,
+    dbname: str,
+) -> None:
+    """Session mode: only the check reaches the server. Startup mode: PgBouncer (before
+    1.20) refuses the connection, so nothing does."""
+    bouncer = start_pgbouncer(pool_mode="session")  # new: its server connections log
+    reroute_branches(HOST=bouncer.host, PORT=str(bouncer.port))
+
+    error, statements = write_to_missing_branch(postgres, dbname, mode)
+
+    if mode == "session":
+        assert type(error) is BranchDoesNotExist
+        assert str(error).startswith(
+            f"Branch 'typo' does not exist: database '{dbname}' has no schema 'typo'"
+        )
+        # PgBouncer's own statements around the check: its server connection
+        # takes the client's application_name, and is reset when the client goes.
+        assert statements == [
+            "SET application_name='branch:typo';",
+            as_logged(SET_AND_CHECK_SQL, "typo", "typo,public"),
+            "DISCARD ALL",
+        ]
+    else:
+        assert "was refused: the server said 'unsupported startup parameter" in str(error)
+        assert statements == []
+    assert not Note.objects.exists()  # nothing landed in public
+    wait_for_clients(bouncer, dbname, [])
+    branch_backends.wait_for([])
 
 
 @pytest.mark.parametrize(
@@ -255,8 +296,10 @@ def test_server_side_names_still_tell_the_branch_with_application_name_add_host(
     start_pgbouncer: Callable[..., PgBouncer],
     reroute_branches: Callable[..., None],
     branch_backends: BranchBackends,
+    branches: Branches,
 ) -> None:
     """What the operations commands read in pg_stat_activity behind PgBouncer."""
+    branches("tagged")
     bouncer = start_pgbouncer(pool_mode="session", extra={"application_name_add_host": "1"})
     reroute_branches(HOST=bouncer.host, PORT=str(bouncer.port))
 

@@ -14,6 +14,7 @@ from django.test import override_settings
 
 import branching_ops.pools
 from tests.backends import BranchBackends
+from tests.conftest import Branches
 from tests.servers import Sampler
 from tests.wsgi import get
 
@@ -45,8 +46,9 @@ def pooled_default(branch_backends: BranchBackends) -> Iterator[None]:
 
 @pytest.mark.usefixtures("pooled_default")
 def test_branch_pools_are_small_and_closed_when_no_thread_holds_them(
-    branch_backends: BranchBackends,
+    branch_backends: BranchBackends, branches: Branches
 ) -> None:
+    branches("pooled")
     assert get("/default/") == (200, "default")
     branch: Any = connections["schema_pooled"]
     with branch.cursor() as cursor:
@@ -81,12 +83,13 @@ def test_branch_pool_options_are_configurable() -> None:
 
 @pytest.mark.usefixtures("pooled_default")
 def test_hundred_branches_over_threads_leave_no_pool_and_no_backend(
-    branch_backends: BranchBackends,
+    branch_backends: BranchBackends, branches: Branches
 ) -> None:
-    threads, branches = 4, 100
+    threads, count = 4, 100
+    branches(*[f"pool_{i}" for i in range(count)])
     assert get("/default/") == (200, "default")
     pool_threads = pool_thread_names()
-    paths = [f"/branch/pool_{i % branches}/" for i in range(2 * branches)]
+    paths = [f"/branch/pool_{i % count}/" for i in range(2 * count)]
     with (
         Sampler(lambda: len(branch_backends())) as sampler,
         ThreadPoolExecutor(threads) as executor,
@@ -94,7 +97,7 @@ def test_hundred_branches_over_threads_leave_no_pool_and_no_backend(
         results = list(executor.map(get, paths))
     peak = sampler.peak
 
-    print(f"\npools: peak branch backends {peak} for {threads} threads, {branches} branches")
+    print(f"\npools: peak branch backends {peak} for {threads} threads, {count} branches")
     assert [status for status, _ in results] == [200] * len(paths)
     assert 0 < peak <= 2 * threads
     branch_backends.wait_for([])
@@ -103,7 +106,10 @@ def test_hundred_branches_over_threads_leave_no_pool_and_no_backend(
 
 
 @pytest.mark.usefixtures("pooled_default")
-def test_cap_closes_the_pools_of_the_branches_it_closes(branch_backends: BranchBackends) -> None:
+def test_cap_closes_the_pools_of_the_branches_it_closes(
+    branch_backends: BranchBackends, branches: Branches
+) -> None:
+    branches(*[f"capped_{i}" for i in range(20)])
     with override_settings(BRANCHING_OPS={"MAX_CONNECTIONS_PER_THREAD": 2}):
         for i in range(20):
             with connections[f"schema_capped_{i}"].cursor() as cursor:
@@ -115,8 +121,9 @@ def test_cap_closes_the_pools_of_the_branches_it_closes(branch_backends: BranchB
 
 @pytest.mark.usefixtures("pooled_default")
 def test_without_closing_branch_pools_idle_connections_stay(
-    branch_backends: BranchBackends, monkeypatch: pytest.MonkeyPatch
+    branch_backends: BranchBackends, monkeypatch: pytest.MonkeyPatch, branches: Branches
 ) -> None:
+    branches(*[f"kept_{i}" for i in range(10)])
     monkeypatch.setattr(branching_ops.pools, "release", lambda alias, wrapper: None)
     try:
         for i in range(10):

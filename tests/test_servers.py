@@ -21,6 +21,7 @@ from branching_ops.testing.postgres import PostgresServer
 from branching_ops.testing.postgres import running_postgres
 from tests.backends import BranchBackends
 from tests.conftest import APP_ROLE
+from tests.conftest import Branches
 from tests.hostile import HOSTILE_NAMES
 from tests.servers import THREADS
 from tests.servers import Command
@@ -37,12 +38,16 @@ REQUESTS, BRANCHES = 2000, 300
 
 
 def round_robin(requests: int, branches: int, prefix: str = "/branch/") -> list[str]:
-    """Every branch in turn: a leak would hold one backend per branch per thread."""
+    """Every branch in turn (``rr_<i>``): a leak would hold one backend per branch per thread."""
     return [f"{prefix}rr_{i % branches}/" for i in range(requests)]
 
 
+def round_robin_branches(branches: int) -> list[str]:
+    return [f"rr_{i}" for i in range(branches)]
+
+
 def sliding(requests: int, branches: int) -> list[str]:
-    """Each branch hot for a moment, then never again: how branches come and go."""
+    """Each branch (``sl_<i>``) hot for a moment, then never again: how branches come and go."""
     return [f"/branch/sl_{i * branches // requests}/" for i in range(requests)]
 
 
@@ -69,8 +74,13 @@ def dbname(transactional_db: None) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("command", [gunicorn, waitress], ids=["gunicorn-gthread", "waitress"])
 def test_wsgi_thread_pool_conn_max_age_0(
-    branch_backends: BranchBackends, dbname: str, tmp_path: Path, command: Command
+    branch_backends: BranchBackends,
+    branches: Branches,
+    dbname: str,
+    tmp_path: Path,
+    command: Command,
 ) -> None:
+    branches(*round_robin_branches(BRANCHES))
     with running_server(command, dbname, tmp_path) as server:
         with Sampler(lambda: len(branch_backends())) as sampler:
             results = server.load(round_robin(REQUESTS, BRANCHES), CLIENTS)
@@ -97,6 +107,7 @@ def roomy_postgres() -> Iterator[PostgresServer]:
         with server.connect() as setup:
             setup.execute(f"CREATE ROLE {APP_ROLE} LOGIN")
             setup.execute(f"CREATE DATABASE roomy OWNER {APP_ROLE}")
+        server.create_schemas("roomy", [f"sl_{i}" for i in range(BRANCHES)], owner=APP_ROLE)
         yield server
 
 
@@ -175,8 +186,9 @@ def wait_for_state(server: Server, **expected: int) -> dict[str, int]:
 @pytest.mark.slow
 @pytest.mark.parametrize("prefix", ["/branch/", "/async/branch/"], ids=["sync", "async"])
 def test_uvicorn_asgi_conn_max_age_0(
-    branch_backends: BranchBackends, dbname: str, tmp_path: Path, prefix: str
+    branch_backends: BranchBackends, branches: Branches, dbname: str, tmp_path: Path, prefix: str
 ) -> None:
+    branches(*round_robin_branches(200))
     with running_server(uvicorn, dbname, tmp_path) as server:
         before = server.json("/state/")
         with Sampler(lambda: len(branch_backends())) as sampler:
@@ -199,7 +211,7 @@ def test_uvicorn_asgi_conn_max_age_0(
     "context-local tracker happens to hold there",
 )
 def test_asgi_test_catches_a_context_local_tracker(
-    branch_backends: BranchBackends, dbname: str, tmp_path: Path
+    branch_backends: BranchBackends, branches: Branches, dbname: str, tmp_path: Path
 ) -> None:
     """The regression the ASGI test guards against, shown failing it.
 
@@ -210,6 +222,7 @@ def test_asgi_test_catches_a_context_local_tracker(
     ``asyncio.TaskGroup``), where a context-local tracker holds by luck; the
     thread-critical tracker does not depend on that.
     """
+    branches(*round_robin_branches(100))
     env = {"BRANCHING_OPS_TEST_CONTEXT_LOCAL_TRACKER": "1"}
     with running_server(uvicorn, dbname, tmp_path, **env) as server:
         with Sampler(lambda: len(branch_backends())) as sampler:

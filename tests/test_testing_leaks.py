@@ -14,6 +14,7 @@ from branching_ops.testing import branch_connection_count
 from branching_ops.testing.postgres import PostgresServer
 from branching_ops.tracking import close_branch_connections
 from tests.backends import BranchBackends
+from tests.conftest import Branches
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN = "branching_ops.testing.pytest_plugin"
@@ -24,7 +25,10 @@ def open_branch(name: str) -> None:
         cursor.execute("SELECT 1")
 
 
-def test_branch_connection_count_reads_the_server(branch_backends: BranchBackends) -> None:
+def test_branch_connection_count_reads_the_server(
+    branch_backends: BranchBackends, branches: Branches
+) -> None:
+    branches("count_a", "count_b")
     assert branch_connection_count() == 0
     open_branch("count_a")
     open_branch("count_b")
@@ -33,7 +37,8 @@ def test_branch_connection_count_reads_the_server(branch_backends: BranchBackend
 
 
 @pytest.mark.usefixtures("branch_backends")
-def test_block_that_closes_what_it_opened_passes() -> None:
+def test_block_that_closes_what_it_opened_passes(branches: Branches) -> None:
+    branches("before", "closed_inside")
     open_branch("before")  # open before the block: not the block's leak
 
     with assert_no_branch_connections():
@@ -42,7 +47,8 @@ def test_block_that_closes_what_it_opened_passes() -> None:
 
 
 @pytest.mark.usefixtures("branch_backends")
-def test_block_that_leaks_fails_naming_the_branches() -> None:
+def test_block_that_leaks_fails_naming_the_branches(branches: Branches) -> None:
+    branches("a", "b")
     other = connections.create_connection("schema_b")  # a second connection to b
 
     def leak() -> None:
@@ -63,7 +69,9 @@ def test_block_that_leaks_fails_naming_the_branches() -> None:
 
 
 @pytest.mark.usefixtures("branch_backends")
-def test_exception_in_block_is_not_masked() -> None:
+def test_exception_in_block_is_not_masked(branches: Branches) -> None:
+    branches("failing")
+
     def fail() -> None:
         with assert_no_branch_connections():
             open_branch("failing")
@@ -122,8 +130,17 @@ def test_does_not_ask(client):
 
 CHILD_CONFTEST = """
 import pytest
+from django.db import connections
 
 from branching_ops.tracking import close_branch_connections
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _branches(django_db_setup, django_db_blocker):
+    # Committed, outside any test's transaction: branch connections are other sessions.
+    with django_db_blocker.unblock(), connections["default"].cursor() as cursor:
+        for name in ("plugin_ok", "plugin_leak", "plugin_failing", "plugin_unchecked"):
+            cursor.execute(f"CREATE SCHEMA {name}")
 
 
 @pytest.fixture(autouse=True)

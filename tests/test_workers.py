@@ -18,6 +18,7 @@ from branching_ops.tracking import tracked_aliases
 from branching_ops.workers import BranchSimpleWorker
 from branching_ops.workers import BranchWorker
 from tests.backends import BranchBackends
+from tests.conftest import Branches
 from tests.project.jobs import touch_branch
 from tests.rqworkers import JOBS
 from tests.rqworkers import result
@@ -60,7 +61,9 @@ def test_branch_connections_closed_after_each_job(
     left_open: list[str],
     fake_queue: Queue,
     branch_backends: BranchBackends,
+    branches: Branches,
 ) -> None:
+    branches("a", "b")
     fake_queue.enqueue(f"{JOBS}.touch_branch", "a")
     fake_queue.enqueue(f"{JOBS}.fail_on_branch", "b")
     probe = fake_queue.enqueue(f"{JOBS}.open_branches")
@@ -71,8 +74,12 @@ def test_branch_connections_closed_after_each_job(
 
 
 def test_conn_max_age_reuses_young_and_closes_expired(
-    fake_queue: Queue, branch_backends: BranchBackends, conn_max_age: Callable[[int], None]
+    fake_queue: Queue,
+    branch_backends: BranchBackends,
+    conn_max_age: Callable[[int], None],
+    branches: Branches,
 ) -> None:
+    branches("aging")
     conn_max_age(1)
     first = fake_queue.enqueue(f"{JOBS}.touch_branch", "aging")
     young = fake_queue.enqueue(f"{JOBS}.touch_branch", "aging")
@@ -91,8 +98,12 @@ def test_conn_max_age_reuses_young_and_closes_expired(
 
 
 def test_connection_left_in_transaction_is_closed(
-    fake_queue: Queue, branch_backends: BranchBackends, conn_max_age: Callable[[int], None]
+    fake_queue: Queue,
+    branch_backends: BranchBackends,
+    conn_max_age: Callable[[int], None],
+    branches: Branches,
 ) -> None:
+    branches("txn")
     conn_max_age(600)
     left_open = fake_queue.enqueue(f"{JOBS}.leave_transaction_open", "txn")
     fresh = fake_queue.enqueue(f"{JOBS}.touch_branch", "txn")
@@ -106,8 +117,9 @@ def test_connection_left_in_transaction_is_closed(
 
 
 def test_job_timeout_cancels_the_running_query(
-    fake_queue: Queue, branch_backends: BranchBackends
+    fake_queue: Queue, branch_backends: BranchBackends, branches: Branches
 ) -> None:
+    branches("slow")
     timed_out = [
         fake_queue.enqueue(f"{JOBS}.query_in_transaction", "slow", 600, job_timeout=1),
         fake_queue.enqueue(f"{JOBS}.default_query_in_transaction", 600, job_timeout=1),
@@ -129,9 +141,10 @@ def test_job_timeout_cancels_the_running_query(
 
 
 def test_plain_timeout_leaves_the_query_running(
-    fake_queue: Queue, branch_backends: BranchBackends
+    fake_queue: Queue, branch_backends: BranchBackends, branches: Branches
 ) -> None:
     """Proof the test above can fail: rq's own alarm leaves the server working."""
+    branches("runaway")
     fake_queue.enqueue(f"{JOBS}.query_in_transaction", "runaway", 600, job_timeout=1)
 
     work(fake_queue, SimpleWorker)
@@ -154,8 +167,10 @@ def test_no_connection_crosses_a_fork(
     inherited: list[str],
     queue: Queue,
     branch_backends: BranchBackends,
+    branches: Branches,
 ) -> None:
     """The job process must not inherit the worker's sockets (real Redis: it forks)."""
+    branches("parent")
     touch_branch("parent")
     probe = queue.enqueue(f"{JOBS}.open_branches")
 
@@ -166,8 +181,11 @@ def test_no_connection_crosses_a_fork(
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("worker_class", [BranchSimpleWorker, BranchWorker])
-def test_worker_inside_a_test_transaction(worker_class: type[Worker], queue: Queue) -> None:
+def test_worker_inside_a_test_transaction(
+    worker_class: type[Worker], queue: Queue, branches: Branches
+) -> None:
     """Tests run workers inside their own transaction: it must survive the worker."""
+    branches("in_test")
     Note.objects.create(text="before")
     job = queue.enqueue(f"{JOBS}.touch_branch", "in_test")
 

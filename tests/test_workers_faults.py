@@ -14,6 +14,7 @@ from rq.job import JobStatus
 from branching_ops.testing._process import wait_until
 from branching_ops.testing.postgres import PostgresServer
 from tests.backends import BranchBackends
+from tests.conftest import Branches
 from tests.rqworkers import JOBS
 from tests.rqworkers import result
 from tests.rqworkers import rqworker
@@ -38,8 +39,11 @@ def wait_for_jobs(*jobs: Job) -> None:
 
 
 @pytest.mark.slow
-def test_job_process_killed_mid_query(queue: Queue, branch_backends: BranchBackends) -> None:
+def test_job_process_killed_mid_query(
+    queue: Queue, branch_backends: BranchBackends, branches: Branches
+) -> None:
     """SIGKILL can't say goodbye; the worker goes on and the server cleans up."""
+    branches("killed", "after_kill")
     connections["default"].close()
     baseline = client_backends(branch_backends)
     killed = queue.enqueue(f"{JOBS}.query_reporting_pid", "killed", 2)
@@ -63,8 +67,10 @@ def test_job_process_killed_mid_query(queue: Queue, branch_backends: BranchBacke
     assert after.get_status() == JobStatus.FINISHED
     # The orphaned backend ends when its query does and it finds no client.
     branch_backends.wait_for([], timeout=30)
+    # At most the baseline: a backend counted in it may still have been
+    # exiting (the connection that created the branches, on a loaded machine).
     wait_until(
-        lambda: client_backends(branch_backends) == baseline,
+        lambda: client_backends(branch_backends) <= baseline,
         timeout=10,
         what="the server's backends to return to the baseline",
     )
@@ -77,8 +83,10 @@ def test_server_restart_between_jobs(
     queue: Queue,
     branch_backends: BranchBackends,
     postgres: PostgresServer,
+    branches: Branches,
 ) -> None:
     """A BranchSimpleWorker holds branch connections between jobs when the server restarts."""
+    branches("ra", "rb")
     env = {
         "BRANCHING_OPS_TEST_CONN_MAX_AGE": "600",
         "BRANCHING_OPS_TEST_CONN_HEALTH_CHECKS": "1" if health_checks else "0",

@@ -14,6 +14,7 @@ from rq.job import JobStatus
 from branching_ops.testing.postgres import PostgresServer
 from branching_ops.workers import SPAWN_SUPPORTED
 from tests.backends import BranchBackends
+from tests.conftest import Branches
 from tests.rqworkers import JOBS
 from tests.rqworkers import result
 from tests.rqworkers import rqworker
@@ -64,10 +65,12 @@ def test_branch_workers_leave_nothing(
     queue: Queue,
     branch_backends: BranchBackends,
     postgres: PostgresServer,
+    branches: Branches,
 ) -> None:
-    branches = 100
-    assert postgres.max_connections < branches
-    jobs = enqueue_mixed(queue, branches)
+    count = 100
+    assert postgres.max_connections < count
+    branches(*[f"w{i}" for i in range(count)])
+    jobs = enqueue_mixed(queue, count)
 
     run = run_burst(branch_backends, *worker_args)
 
@@ -95,18 +98,23 @@ def test_branch_workers_leave_nothing(
 @pytest.mark.slow
 @pytest.mark.parametrize("worker_class", ["rq.SimpleWorker", "rq.Worker"])
 def test_plain_rq_workers_show_the_problem(
-    worker_class: str, queue: Queue, branch_backends: BranchBackends, postgres: PostgresServer
+    worker_class: str,
+    queue: Queue,
+    branch_backends: BranchBackends,
+    postgres: PostgresServer,
+    branches: Branches,
 ) -> None:
     """Proof the test above can fail: rq's own classes leak, or exit without a goodbye."""
     # More branches than slots for the leak; a few forks suffice for the EOFs.
-    branches = 60 if worker_class == "rq.SimpleWorker" else 20
-    jobs = [queue.enqueue(f"{JOBS}.touch_branch", f"plain{i}") for i in range(branches)]
+    count = 60 if worker_class == "rq.SimpleWorker" else 20
+    branches(*[f"plain{i}" for i in range(count)])
+    jobs = [queue.enqueue(f"{JOBS}.touch_branch", f"plain{i}") for i in range(count)]
 
     run = run_burst(branch_backends, "--worker-class", worker_class)
 
     failed = [job for job in jobs if job.get_status() == JobStatus.FAILED]
     print(
-        f"\n{worker_class}: {len(failed)} of {branches} jobs failed, peak branch backends "
+        f"\n{worker_class}: {len(failed)} of {count} jobs failed, peak branch backends "
         f"{run.peak}, {run.unexpected_eofs()} 'unexpected EOF' lines"
     )
     assert run.returncode == 0, run.output
@@ -120,7 +128,7 @@ def test_plain_rq_workers_show_the_problem(
     else:
         # Each job process ends with os._exit(), its connection still open.
         assert failed == []
-        assert run.unexpected_eofs() == branches
+        assert run.unexpected_eofs() == count
     branch_backends.wait_for([])
 
 
@@ -129,15 +137,16 @@ def test_plain_rq_workers_show_the_problem(
     "worker_class", ["branching_ops.workers.BranchSimpleWorker", "rq.SimpleWorker"]
 )
 def test_rqworker_pool_closes_kept_connections_at_exit(
-    worker_class: str, queue: Queue, branch_backends: BranchBackends
+    worker_class: str, queue: Queue, branch_backends: BranchBackends, branches: Branches
 ) -> None:
     """django-rq's ``rqworker-pool`` ends each worker process with ``os._exit()``.
 
     With ``CONN_MAX_AGE`` each worker keeps its branch connections between
     jobs; only the worker's teardown can close them before that exit.
     """
-    branches = 4
-    jobs = [queue.enqueue(f"{JOBS}.touch_branch", f"pool{i % branches}") for i in range(40)]
+    count = 4
+    branches(*[f"pool{i}" for i in range(count)])
+    jobs = [queue.enqueue(f"{JOBS}.touch_branch", f"pool{i % count}") for i in range(40)]
 
     with rqworker(
         branch_backends,
@@ -153,7 +162,7 @@ def test_rqworker_pool_closes_kept_connections_at_exit(
     assert run.returncode == 0, run.output
     assert [job.get_status() for job in jobs] == [JobStatus.FINISHED] * len(jobs)
     assert len({result(job).worker_name for job in jobs}) == 2
-    assert 2 <= run.peak <= 2 * branches, run.peak_backends
+    assert 2 <= run.peak <= 2 * count, run.peak_backends
     branch_backends.wait_for([])
     if worker_class == "rq.SimpleWorker":  # proof the test can fail
         assert run.unexpected_eofs() >= 2  # at least one connection per worker process
@@ -162,12 +171,15 @@ def test_rqworker_pool_closes_kept_connections_at_exit(
 
 
 @pytest.mark.slow
-def test_branch_spawn_worker(queue: Queue, branch_backends: BranchBackends) -> None:
+def test_branch_spawn_worker(
+    queue: Queue, branch_backends: BranchBackends, branches: Branches
+) -> None:
     """A fresh interpreter per job: Django is set up in it, and it says goodbye.
 
     On rq 2 the job process would be a plain rq.Worker: the worker refuses to
     start, with a message and exit status 1, and leaves the jobs queued.
     """
+    branches("spawn0", "spawn1", "spawn_orm", "spawn_fail")
     touched = [queue.enqueue(f"{JOBS}.touch_branch", f"spawn{i}") for i in range(2)]
     orm = queue.enqueue(f"{JOBS}.count_notes", "spawn_orm")
     failed = queue.enqueue(f"{JOBS}.fail_on_branch", "spawn_fail")
@@ -190,7 +202,7 @@ def test_branch_spawn_worker(queue: Queue, branch_backends: BranchBackends) -> N
 
 
 def test_simple_worker_beside_a_sqlite_alias(
-    queue: Queue, branch_backends: BranchBackends, tmp_path: Path
+    queue: Queue, branch_backends: BranchBackends, tmp_path: Path, branches: Branches
 ) -> None:
     """A connection of another engine neither stops the worker nor confuses a timeout.
 
@@ -198,6 +210,7 @@ def test_simple_worker_beside_a_sqlite_alias(
     server: the hooks pass it over instead of raising (which stopped the
     worker after the first job) or logging a failed close.
     """
+    branches("sqlite_timeout", "sqlite_after")
     other = queue.enqueue(f"{JOBS}.use_other_database")
     timed_out = queue.enqueue(
         f"{JOBS}.slow_query_after_other_database", "sqlite_timeout", 30, job_timeout=1

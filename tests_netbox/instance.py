@@ -29,7 +29,7 @@ from pathlib import Path
 
 import psycopg
 
-from branching_ops.databases import APPLICATION_NAME_MARKER
+from branching_ops.names import APPLICATION_NAME_MARKER
 from branching_ops.testing.postgres import PostgresServer
 from branching_ops.testing.redis import RedisServer
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from netbox_branching.utilities import DynamicSchemaDict
 
-from branching_ops.databases import ALIAS_PREFIX
-from branching_ops.databases import branch_application_name
+from branching_ops.names import ALIAS_PREFIX
+from branching_ops.names import branch_application_name
 
 _stock_getitem = DynamicSchemaDict.__getitem__
 

@@ -6,86 +6,152 @@ import argparse
 import dataclasses
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
 from branching_ops.demo import report
-from branching_ops.demo.soak import SoakParams
-from branching_ops.demo.soak import run_soak
+from branching_ops.demo.harness import DemoParams
+from branching_ops.demo.run import run_demo
+from branching_ops.demo.scenarios import SCENARIOS
+from branching_ops.testing.postgres import find_bindir
+
+DEFAULT_PLOT = "branching-ops-demo.png"
+PLOT_FORMATS = (".png", ".svg", ".pdf")
 
 
-def parser(defaults: SoakParams | None = None) -> argparse.ArgumentParser:
-    """The soak's flags, with ``defaults`` (the benchmark passes larger ones)."""
-    defaults = defaults or SoakParams()
+def positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
+    return number
+
+
+def scenario_names(value: str) -> tuple[str, ...]:
+    """``http,worker`` -> the scenarios named, in the demo's order."""
+    names = {name.strip() for name in value.split(",") if name.strip()}
+    if not names:
+        raise argparse.ArgumentTypeError("name at least one scenario")
+    if unknown := sorted(names - set(SCENARIOS)):
+        raise argparse.ArgumentTypeError(
+            f"unknown scenario {', '.join(map(repr, unknown))} "
+            f"(choose from {', '.join(SCENARIOS)})"
+        )
+    return tuple(name for name in SCENARIOS if name in names)
+
+
+def plot_path(value: str) -> Path:
+    """Where the plot goes, checked before the demo runs rather than after.
+
+    A directory gets the default file name inside it.
+    """
+    path = Path(value)
+    if path.is_dir():
+        path /= DEFAULT_PLOT
+    if path.suffix.lower() not in PLOT_FORMATS:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: the plot's name must end in "
+            f"{', '.join(PLOT_FORMATS[:-1])} or {PLOT_FORMATS[-1]}"
+        )
+    directory = path.parent
+    if not directory.is_dir():
+        raise argparse.ArgumentTypeError(f"{value!r}: directory {str(directory)!r} does not exist")
+    writable = path if path.exists() else directory
+    if not os.access(writable, os.W_OK):
+        raise argparse.ArgumentTypeError(f"{value!r}: {str(writable)!r} is not writable")
+    return path
+
+
+def parser(defaults: DemoParams | None = None) -> argparse.ArgumentParser:
+    """The demo's flags, with ``defaults`` (the soak benchmark passes larger ones)."""
+    defaults = defaults or DemoParams()
     parser = argparse.ArgumentParser(
         prog="python -m branching_ops.demo",
         description=(
-            "Run one soak in three modes against a throw-away PostgreSQL: plain Django "
-            "(the leak), request signals with aliases never untracked, and branching_ops."
+            "Run each scenario in three modes against a throw-away PostgreSQL: plain "
+            "Django, the upstream fix (netbox-branching 1.2.2: request signals, a "
+            "context-local tracker that never forgets), and branching_ops."
         ),
     )
-
-    def positive(value: str) -> int:
-        number = int(value)
-        if number < 1:
-            raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
-        return number
-
-    def not_negative(value: str) -> int:
-        number = int(value)
-        if number < 0:
-            raise argparse.ArgumentTypeError(f"must not be negative, not {number}")
-        return number
-
     add = parser.add_argument
-    add("--threads", type=positive, default=defaults.threads,
-        help="server and client threads (default: %(default)s)")  # fmt: skip
-    add("--branches", type=positive, default=defaults.branches,
-        help="distinct branches the requests go to (default: %(default)s)")  # fmt: skip
-    add("--requests", type=positive, default=defaults.requests,
-        help="requests per mode (default: %(default)s)")  # fmt: skip
+    add("--only", type=scenario_names, default=defaults.scenarios, metavar="SCENARIOS",
+        help=f"comma-separated scenarios to run, of {', '.join(SCENARIOS)} "
+             "(default: all)")  # fmt: skip
     add("--max-connections", type=positive, default=defaults.max_connections,
         help="the server's max_connections (default: %(default)s)")  # fmt: skip
-    add("--conn-max-age", type=not_negative, default=defaults.conn_max_age,
-        help="CONN_MAX_AGE of the branch connections (default: %(default)s)")  # fmt: skip
-    add("--out", type=Path, default=Path("branching-ops-demo.png"),
-        help="where to write the plot (default: %(default)s)")  # fmt: skip
+    add("--branches", type=positive, default=defaults.branches,
+        help="branches every scenario works on (default: %(default)s)")  # fmt: skip
+    add("--threads", type=positive, default=defaults.threads,
+        help="HTTP server and client threads (default: %(default)s)")  # fmt: skip
+    add("--requests", type=positive, default=defaults.requests,
+        help="requests per mode in each HTTP scenario (default: %(default)s)")  # fmt: skip
+    add("--conn-max-age", type=positive, default=defaults.conn_max_age,
+        help="CONN_MAX_AGE of the persistent scenario (default: %(default)s)")  # fmt: skip
+    add("--jobs", type=positive, default=defaults.jobs,
+        help="jobs per mode in the worker scenario (default: %(default)s)")  # fmt: skip
+    add("--runs", type=positive, default=defaults.runs,
+        help="call_command() runs per mode in the command scenario "
+             "(default: %(default)s)")  # fmt: skip
+    add("--out", type=plot_path, default=DEFAULT_PLOT,
+        help="where to write the plot, .png, .svg or .pdf; a directory gets "
+             f"{DEFAULT_PLOT} inside it (default: %(default)s)")  # fmt: skip
     add("--json", action="store_true",
         help="print the results as JSON on stdout instead of a table")  # fmt: skip
     return parser
 
 
-def params_from(args: argparse.Namespace) -> SoakParams:
-    return SoakParams(
-        threads=args.threads,
-        branches=args.branches,
-        requests=args.requests,
+def params_from(args: argparse.Namespace) -> DemoParams:
+    return DemoParams(
+        scenarios=args.only,
         max_connections=args.max_connections,
+        branches=args.branches,
+        threads=args.threads,
+        requests=args.requests,
         conn_max_age=args.conn_max_age,
+        jobs=args.jobs,
+        runs=args.runs,
     )
 
 
-def missing_dependencies() -> list[str]:
+def missing_dependencies(params: DemoParams) -> list[str]:
     """The ``demo`` extra's packages that are not installed."""
-    return [name for name in ("matplotlib", "waitress") if importlib.util.find_spec(name) is None]
+    names = ["matplotlib", "waitress"]
+    if any(SCENARIOS[name].needs_redis for name in params.scenarios):
+        names.append("rq")
+    return [name for name in names if importlib.util.find_spec(name) is None]
+
+
+def missing_servers(params: DemoParams) -> str | None:
+    """Why PostgreSQL or Redis cannot be started, or ``None``."""
+    try:
+        find_bindir()
+        if any(SCENARIOS[name].needs_redis for name in params.scenarios):
+            from branching_ops.testing.redis import find_redis_server
+
+            find_redis_server()
+    except RuntimeError as exc:
+        return str(exc)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if missing := missing_dependencies():
+    params = params_from(args)
+    if missing := missing_dependencies(params):
         print(
             f"The demo needs {' and '.join(missing)}: "
             'python -m pip install "django-branching-ops[demo]"',
             file=sys.stderr,
         )
         return 2
-    params = params_from(args)
+    if problem := missing_servers(params):
+        print(problem, file=sys.stderr)
+        return 2
     try:
-        results = run_soak(params, report.ProgressBars())
+        results = run_demo(params, report.ProgressBars())
     except KeyboardInterrupt:
-        print("\nInterrupted; the server and its files are gone.", file=sys.stderr)
+        print("\nInterrupted; the servers and their files are gone.", file=sys.stderr)
         return 130
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     report.plot(results, params, args.out)
     if args.json:
         document = {

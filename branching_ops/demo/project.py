@@ -25,52 +25,74 @@ from django.http import JsonResponse
 from django.urls import re_path
 
 from branching_ops import tracking
-from branching_ops.databases import ALIAS_PREFIX
 from branching_ops.databases import BranchDatabases
-from branching_ops.databases import branch_alias
-from branching_ops.databases import branch_application_name
+from branching_ops.names import ALIAS_PREFIX
+from branching_ops.names import branch_alias
+from branching_ops.names import branch_application_name
 
-# The approach of the original fix (netbox-branching PR #364), emulated here:
-# a context-local set of every branch alias ever opened, closed with
-# close_if_unusable_or_obsolete() at each request boundary, never forgotten.
-_never_untracked = Local()
+# The PostgreSQL role the demo's processes connect as: an ordinary one, so
+# they get only the slots PostgreSQL leaves to applications.
+APP_ROLE = "demo"
+
+# The upstream approach, as netbox-branching 1.2.2 ships it
+# (netbox_branching/utilities.py): every branch alias its DATABASES mapping
+# ever served is added to a context-local set, never removed, and at each
+# request boundary each one gets close_if_unusable_or_obsolete(). Only the
+# request signals are connected: nothing runs it in workers or commands.
+_upstream_tracker = Local(thread_critical=False)
 
 
-def _signals_only_aliases() -> set[str]:
+def _upstream_aliases() -> set[str]:
     try:
-        aliases: set[str] = _never_untracked.aliases
+        aliases: set[str] = _upstream_tracker.aliases
     except AttributeError:
-        aliases = _never_untracked.aliases = set()
+        aliases = _upstream_tracker.aliases = set()
     return aliases
 
 
-def _signals_only_track(alias: str) -> None:
-    _signals_only_aliases().add(alias)
+def _upstream_track(alias: str) -> None:
+    _upstream_aliases().add(alias)
 
 
-def _signals_only_close(**kwargs: object) -> None:
-    for alias in _signals_only_aliases():
+def _upstream_close_old(**kwargs: object) -> None:
+    for alias in _upstream_aliases():
         connections[alias].close_if_unusable_or_obsolete()
 
 
 @dataclass(frozen=True)
 class Mode:
-    """How branch connections are tracked and closed at request boundaries."""
+    """How branch connections are tracked and closed at each entry point.
+
+    ``worker_class`` and ``command_class`` are dotted paths, so that the
+    HTTP server process never imports rq.
+    """
 
     name: str
     label: str
     track: Callable[[str], None] | None
     close_old: Callable[..., object] | None
     tracked: Callable[[], int | None]
+    worker_class: str
+    command_class: str
 
 
-PLAIN = Mode("plain", "plain Django", None, None, lambda: None)
-SIGNALS_ONLY = Mode(
-    "signals_only",
-    "request signals, never untracked",
-    _signals_only_track,
-    _signals_only_close,
-    lambda: len(_signals_only_aliases()),
+PLAIN = Mode(
+    "plain",
+    "plain Django",
+    None,
+    None,
+    lambda: None,
+    "rq.SimpleWorker",
+    "django.core.management.base.BaseCommand",
+)
+UPSTREAM = Mode(
+    "upstream",
+    "upstream fix (netbox-branching 1.2.2)",
+    _upstream_track,
+    _upstream_close_old,
+    lambda: len(_upstream_aliases()),
+    "rq.SimpleWorker",
+    "django.core.management.base.BaseCommand",
 )
 BRANCHING_OPS = Mode(
     "branching_ops",
@@ -78,8 +100,10 @@ BRANCHING_OPS = Mode(
     tracking.track,
     tracking.close_old_branch_connections,
     lambda: len(tracking.tracked_aliases()),
+    "branching_ops.workers.BranchSimpleWorker",
+    "branching_ops.management.base.BranchCommand",
 )
-MODES = {mode.name: mode for mode in (PLAIN, SIGNALS_ONLY, BRANCHING_OPS)}
+MODES = {mode.name: mode for mode in (PLAIN, UPSTREAM, BRANCHING_OPS)}
 
 _active = BRANCHING_OPS
 _RECEIVERS = (
@@ -104,7 +128,7 @@ class DemoDatabases(BranchDatabases):
     In the other modes a branch's settings are what a project without this
     package builds (as netbox-branching's ``DynamicSchemaDict`` does): the
     ``default`` settings, Django's own engine, the ``search_path`` as a startup
-    option; plus the ``application_name`` the soak counts backends by.
+    option; plus the ``application_name`` the demo counts backends by.
     """
 
     def __getitem__(self, alias: str) -> dict[str, Any]:
@@ -128,7 +152,14 @@ class DemoDatabases(BranchDatabases):
 
 
 def configure(
-    mode: Mode, *, host: str, port: int, dbname: str, user: str, conn_max_age: int | None
+    mode: Mode,
+    *,
+    host: str,
+    port: int,
+    dbname: str,
+    user: str,
+    conn_max_age: int | None,
+    max_connections_per_thread: int | None = None,
 ) -> None:
     """Configure Django for the demo and switch to ``mode``."""
     settings.configure(
@@ -152,9 +183,25 @@ def configure(
                 }
             }
         ),
+        BRANCHING_OPS={"MAX_CONNECTIONS_PER_THREAD": max_connections_per_thread},
     )
     django.setup()
     use_mode(mode)
+
+
+def tracked() -> int | None:
+    """Branch aliases the active mode tracks on this thread (``None``: nothing tracks)."""
+    return _active.tracked()
+
+
+def work_on_branch(name: str, seconds: float) -> None:
+    """A job's or a command's work: a query on branch ``name`` lasting ``seconds``.
+
+    Real work takes a while; so does this (``pg_sleep``), so that the sampler
+    sees every connection it holds.
+    """
+    with connections[branch_alias(name)].cursor() as cursor:
+        cursor.execute("SELECT pg_sleep(%s)", [seconds])
 
 
 # Tracked-set size per server thread, recorded after each request by the server.
@@ -162,7 +209,7 @@ TRACKED_BY_THREAD: dict[int, int | None] = {}
 
 
 def record_tracked() -> None:
-    TRACKED_BY_THREAD[threading.get_ident()] = _active.tracked()
+    TRACKED_BY_THREAD[threading.get_ident()] = tracked()
 
 
 def branch(request: HttpRequest, name: str) -> HttpResponse:
@@ -178,8 +225,8 @@ def branch(request: HttpRequest, name: str) -> HttpResponse:
 def stats(request: HttpRequest) -> JsonResponse:
     """Aliases tracked over all server threads (``null`` when nothing tracks)."""
     counts = list(TRACKED_BY_THREAD.values())
-    tracked = None if None in counts else sum(c for c in counts if c is not None)
-    return JsonResponse({"tracked": tracked})
+    total = None if None in counts else sum(c for c in counts if c is not None)
+    return JsonResponse({"tracked": total})
 
 
 def ok(request: HttpRequest) -> HttpResponse:

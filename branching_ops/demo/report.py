@@ -1,40 +1,46 @@
-"""What the demo shows: a progress bar per mode, a table, a plot."""
+"""What the demo shows: a progress bar per run, a table, a plot."""
 
 from __future__ import annotations
 
+import bisect
+import math
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from branching_ops.demo.soak import ModeResult
-from branching_ops.demo.soak import SoakParams
+from branching_ops.demo.harness import DemoParams
+from branching_ops.demo.harness import RunResult
+from branching_ops.demo.scenarios import SCENARIOS
+from branching_ops.testing.postgres import SUPERUSER_RESERVED_CONNECTIONS
 
 BAR_WIDTH = 30
+COLORS = {"plain": "#d62728", "upstream": "#ff7f0e", "branching_ops": "#2ca02c"}
 
 
 class ProgressBars:
-    """One line per mode, redrawn in place on a terminal, printed once elsewhere."""
+    """One line per run, redrawn in place on a terminal, printed once elsewhere."""
 
     def __init__(self, stream: TextIO = sys.stderr) -> None:
         self.stream = stream
         self.live = stream.isatty()
-        self.current: str | None = None
+        self.current: tuple[str, str] | None = None
+        self.finished = False
         self.last_draw = 0.0
 
-    def __call__(self, result: ModeResult, backends: int) -> None:
-        done = result.ok + result.failed
-        finished = done >= result.requests
-        if self.current != result.mode:
-            self.current = result.mode
-        elif not finished and time.monotonic() - self.last_draw < 0.1:
+    def __call__(self, result: RunResult, backends: int) -> None:
+        finished = result.done >= result.total
+        if self.current != (result.scenario, result.mode):
+            self.current, self.finished = (result.scenario, result.mode), False
+        elif self.finished or (not finished and time.monotonic() - self.last_draw < 0.1):
             return
-        self.last_draw = time.monotonic()
-        filled = BAR_WIDTH * done // max(result.requests, 1)
+        self.last_draw, self.finished = time.monotonic(), finished
+        filled = BAR_WIDTH * result.done // max(result.total, 1)
         line = (
-            f"{result.label:<34} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] "
-            f"{done}/{result.requests}  failed {result.failed}  branch backends {backends}"
+            f"{result.scenario:<10} {result.label:<37} "
+            f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {result.done}/{result.total} "
+            f"{result.unit}  failed {result.failed}  branch backends {backends}"
         )
         if self.live:
             self.stream.write(f"\r\033[K{line}" + ("\n" if finished else ""))
@@ -43,25 +49,25 @@ class ProgressBars:
         self.stream.flush()
 
 
-def table(results: Sequence[ModeResult]) -> str:
-    """The results as a plain-text table."""
+def table(results: Sequence[RunResult]) -> str:
+    """The results as a plain-text table, one row per scenario and mode."""
     header = (
+        "scenario",
         "mode",
         "ok",
         "failed",
-        "too many clients",
         "peak backends",
-        "final backends",
+        "left open",
         "tracked aliases",
         "RSS MB",
         "seconds",
     )
     rows = [header] + [
         (
+            f"{r.scenario} ({r.total} {r.unit})",
             r.label,
             str(r.ok),
             str(r.failed),
-            str(r.too_many_clients),
             str(r.peak_backends),
             str(r.final_backends),
             "-" if r.tracked_aliases is None else str(r.tracked_aliases),
@@ -73,7 +79,7 @@ def table(results: Sequence[ModeResult]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [
         "  ".join(
-            cell.ljust(width) if i == 0 else cell.rjust(width)
+            cell.ljust(width) if i < 2 else cell.rjust(width)
             for i, (cell, width) in enumerate(zip(row, widths, strict=True))
         )
         for row in rows
@@ -82,37 +88,75 @@ def table(results: Sequence[ModeResult]) -> str:
     return "\n".join(lines)
 
 
-def plot(results: Sequence[ModeResult], params: SoakParams, path: Path) -> None:
-    """Open branch backends over time, one line per mode, and the server's limit."""
+def backends_at(timeline: Sequence[tuple[float, int]], at: float) -> int:
+    """The last sampled count at or before ``at`` (the first sample before any)."""
+    index = bisect.bisect_right([t for t, _ in timeline], at)
+    return timeline[max(index - 1, 0)][1] if timeline else 0
+
+
+def legend(result: RunResult) -> str:
+    text = f"{result.label}: {result.failed} failed, {result.final_backends} left"
+    if result.tracked_aliases is not None:
+        text += f", {result.tracked_aliases} aliases tracked"
+    return text
+
+
+def plot(results: Sequence[RunResult], params: DemoParams, path: Path) -> None:
+    """One panel per scenario: branch backends over time per mode, failures marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    figure, axes = pyplot.subplots(figsize=(9, 5), dpi=110)
-    for result in results:
-        axes.plot(
-            [t for t, _ in result.timeline],
-            [n for _, n in result.timeline],
-            label=f"{result.label}: {result.failed} failed, {result.final_backends} left",
-            linewidth=1.6,
+    scenarios = list(dict.fromkeys(r.scenario for r in results))
+    columns = min(len(scenarios), 2)
+    rows = math.ceil(len(scenarios) / columns)
+    figure, axes = pyplot.subplots(
+        rows, columns, figsize=(7.5 * columns, 4.6 * rows), dpi=100, squeeze=False
+    )
+    for axis, name in zip(axes.flat, scenarios, strict=False):
+        for result in (r for r in results if r.scenario == name):
+            color = COLORS[result.mode]
+            axis.plot(
+                [t for t, _ in result.timeline],
+                [n for _, n in result.timeline],
+                color=color,
+                linewidth=2.6 if result.mode == "upstream" else 1.6,
+                alpha=0.75 if result.mode == "upstream" else 1.0,
+                label=legend(result),
+            )
+            if result.failures:
+                axis.scatter(
+                    result.failures,
+                    [backends_at(result.timeline, t) for t in result.failures],
+                    marker="x",
+                    color=color,
+                    s=28,
+                    linewidths=1.2,
+                    zorder=3,
+                )
+        axis.axhline(
+            params.max_connections,
+            color="black",
+            linestyle="--",
+            linewidth=1,
+            label=(
+                f"max_connections = {params.max_connections} "
+                f"({SUPERUSER_RESERVED_CONNECTIONS} reserved for superusers)"
+            ),
         )
-    axes.axhline(
-        params.max_connections,
-        color="black",
-        linestyle="--",
-        linewidth=1,
-        label=f"max_connections = {params.max_connections}",
+        axis.set_title(SCENARIOS[name].title(params), fontsize=10)
+        axis.set_xlabel("seconds")
+        axis.set_ylabel("open branch backends")
+        axis.set_ylim(bottom=0, top=params.max_connections * 1.7)
+        axis.grid(alpha=0.3)
+        axis.legend(loc="upper left", fontsize=8.5)
+    for axis in axes.flat[len(scenarios) :]:
+        axis.set_visible(False)
+    figure.suptitle(
+        "Branch backends in pg_stat_activity, per mode; x: a failed request, job or run",
+        fontsize=12,
     )
-    axes.set_xlabel("seconds since the mode started")
-    axes.set_ylabel("open branch backends (pg_stat_activity)")
-    axes.set_title(
-        f"{params.requests} requests over {params.branches} branches from "
-        f"{params.threads} threads, CONN_MAX_AGE={params.conn_max_age}"
-    )
-    axes.set_ylim(bottom=0, top=params.max_connections * 1.15)
-    axes.grid(alpha=0.3)
-    axes.legend(loc="center right")
     figure.tight_layout()
     figure.savefig(path)
     pyplot.close(figure)

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from django.core.management.base import BaseCommand
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 from branching_ops import tracking
 
@@ -37,7 +38,14 @@ class BranchCommand(BaseCommand):
         try:
             output: str | None = super().execute(*args, **options)
         finally:
-            self._close_opened_branch_connections()
+            closed = tracking.close_connections(
+                BaseDatabaseWrapper.close,
+                "shutdown",
+                self._opened_branch_aliases(),
+                spare_atomic=True,
+            )
+            if closed:
+                logger.debug("Closed %d branch connection(s) at the end of a command.", closed)
             self._branch_aliases_before = outer
         return output
 
@@ -50,22 +58,5 @@ class BranchCommand(BaseCommand):
         """
         return tracking.close_old_branch_connections(aliases=self._opened_branch_aliases())
 
-    def _opened_branch_aliases(self) -> list[str]:
-        before = self._branch_aliases_before or frozenset()
-        return [alias for alias in tracking.tracked_aliases() if alias not in before]
-
-    def _close_opened_branch_connections(self) -> None:
-        opened = []
-        for alias in self._opened_branch_aliases():
-            wrapper = tracking.stored_wrapper(alias)
-            if wrapper is not None and wrapper.in_atomic_block:
-                logger.warning(
-                    "Left branch connection %s open at the end of the command: "
-                    "it is inside an atomic block.",
-                    alias,
-                )
-            else:
-                opened.append(alias)
-        closed = tracking.close_branch_connections(opened)
-        if closed:
-            logger.debug("Closed %d branch connection(s) at the end of a command.", closed)
+    def _opened_branch_aliases(self) -> set[str]:
+        return set(tracking.tracked_aliases()) - (self._branch_aliases_before or frozenset())

@@ -3,8 +3,8 @@
 The server (``pg_stat_activity``) is the only witness that sees connections
 of every thread and process a test started, and the only one a leak cannot
 fool: a forgotten wrapper, a thread that never closed its connections, a
-subprocess. Branch backends are recognised by the ``application_name`` that
-:class:`~branching_ops.databases.BranchDatabases` gives them.
+subprocess. Which backends serve a branch is :mod:`branching_ops.activity`'s
+answer, the same as the operations commands'.
 """
 
 from __future__ import annotations
@@ -16,30 +16,22 @@ from contextlib import contextmanager
 
 from django.db import connections
 
-from branching_ops.databases import branch_from_application_name
+from branching_ops import activity
 
 
 def branch_backends(using: str = "default") -> dict[int, str]:
     """Every branch backend on the database of ``using``: server pid to branch name.
 
     Reads through a connection of its own (not ``connections[using]``), so the
-    state of the test's transaction cannot hide or stale what the server sees.
+    state of the test's transaction cannot hide or stale what the server sees;
+    this thread's own connections count like any other.
     """
     monitor = connections.create_connection(using)
     try:
-        with monitor.cursor() as cursor:
-            cursor.execute(
-                "SELECT pid, application_name FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-            rows = cursor.fetchall()
+        backends = activity.branch_backends(monitor, include_own=True)
     finally:
         monitor.close()
-    return {
-        int(pid): branch
-        for pid, application_name in rows
-        if (branch := branch_from_application_name(application_name or "")) is not None
-    }
+    return {backend.pid: backend.branch for backend in backends}
 
 
 def branch_connection_count(using: str = "default") -> int:

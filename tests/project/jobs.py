@@ -8,6 +8,7 @@ from typing import Any
 
 from django.db import connections
 from django.db import transaction
+from psycopg import sql
 from redis import Redis
 from rq import get_current_job
 from rq.job import Job
@@ -65,6 +66,12 @@ def query_reporting_pid(name: str, seconds: float) -> None:
     job.connection.set(f"pid:{job.id}", os.getpid())
     with connections[f"schema_{name}"].cursor() as cursor:
         cursor.execute("SELECT pg_sleep(%s)", [seconds])
+
+
+def drop_schema(name: str) -> None:
+    """Drop a branch's schema behind the package's back (not with ``branch_drop``)."""
+    with connections["default"].cursor() as cursor:
+        cursor.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
 
 
 def use_other_database() -> None:

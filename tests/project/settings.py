@@ -48,3 +48,6 @@ RQ_QUEUES = {
 }
 # What `rqworker` runs without --worker-class; the tests pass another class explicitly.
 RQ = {"WORKER_CLASS": "branching_ops.workers.BranchWorker"}
+
+if os.environ.get("BRANCHING_OPS_TEST_METRICS") == "1":  # tests/test_metrics.py
+    INSTALLED_APPS.append("branching_ops.metrics")

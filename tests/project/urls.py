@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.apps import apps
 from django.urls import path
 
 from tests.project import views
@@ -13,6 +14,13 @@ urlpatterns = [
     path("async/branch/<str:name>/", views.branch_async),
     path("state/", views.state),
     path("hold/<int:parties>/<str:name>/", views.hold),
+    path("hold_note/<int:parties>/<str:name>/", views.hold_note),
+    path("async/note/<str:text>/", views.note_async),
     path("count_t/<str:name>/", views.count_t),
     path("stream/<str:name>/", views.stream_in_transaction),
 ]
+
+if apps.is_installed("branching_ops.metrics"):
+    from tests.project.metrics import metrics
+
+    urlpatterns.append(path("metrics", metrics))

@@ -16,8 +16,10 @@ from django.http import JsonResponse
 from django.http import StreamingHttpResponse
 from django.utils.connection import ConnectionDoesNotExist
 
-from branching_ops.databases import branch_name_error
+from branching_ops.names import branch_name_error
+from branching_ops.routers import activate_branch
 from branching_ops.tracking import tracked_aliases
+from tests.testapp.models import Note
 
 
 def branch(request: HttpRequest, name: str) -> HttpResponse:
@@ -112,15 +114,20 @@ _barriers: dict[int, threading.Barrier] = {}
 _barriers_lock = threading.Lock()
 
 
-def hold(request: HttpRequest, parties: int, name: str) -> JsonResponse:
-    """Wait until ``parties`` requests are in this view at once, then touch a branch.
+def _meet(parties: int) -> None:
+    """Wait until ``parties`` requests are here at once.
 
-    ``parties`` concurrent requests can only meet here on ``parties`` distinct
-    threads: one request per server thread. ``name`` ``-`` touches no branch.
+    ``parties`` concurrent requests can only meet on ``parties`` distinct
+    threads: one request per server thread.
     """
     with _barriers_lock:
         barrier = _barriers.setdefault(parties, threading.Barrier(parties))
     barrier.wait(timeout=20)
+
+
+def hold(request: HttpRequest, parties: int, name: str) -> JsonResponse:
+    """Touch a branch once ``parties`` requests are here (``-``: no branch)."""
+    _meet(parties)
     status = 200
     if name != "-":
         try:
@@ -130,6 +137,29 @@ def hold(request: HttpRequest, parties: int, name: str) -> JsonResponse:
     return JsonResponse(
         {"thread": threading.get_ident(), "tracked": len(tracked_aliases())}, status=status
     )
+
+
+def hold_note(request: HttpRequest, parties: int, name: str) -> JsonResponse:
+    """Write a note to the branch through the ORM once ``parties`` requests are here.
+
+    A database error answers 503 and names its class.
+    """
+    _meet(parties)
+    try:
+        with activate_branch(name):
+            Note.objects.create(text=name)
+    except DatabaseError as exc:
+        return JsonResponse(
+            {"thread": threading.get_ident(), "error": type(exc).__name__}, status=503
+        )
+    return JsonResponse({"thread": threading.get_ident(), "error": None})
+
+
+@activate_branch("async_view")
+async def note_async(request: HttpRequest, text: str) -> JsonResponse:
+    """Write and read notes through the async ORM, the branch active for the whole view."""
+    await Note.objects.acreate(text=text)
+    return JsonResponse([note.text async for note in Note.objects.order_by("id")], safe=False)
 
 
 def count_t(request: HttpRequest, name: str) -> HttpResponse:

@@ -4,3 +4,8 @@
 docs/netbox.md). The plugin itself is :mod:`branching_ops.contrib.netbox.plugin`;
 importing this package imports nothing of NetBox.
 """
+
+from __future__ import annotations
+
+NAME = "branching_ops_netbox"
+"""The plugin's name in ``PLUGINS`` and ``PLUGINS_CONFIG``."""

@@ -36,9 +36,9 @@ from netbox_branching import utilities
 from netbox_branching.utilities import DynamicSchemaDict
 
 from branching_ops import tracking
-from branching_ops.databases import ALIAS_PREFIX
-from branching_ops.databases import branch_name_error
 from branching_ops.databases import build_branch_settings
+from branching_ops.names import ALIAS_PREFIX
+from branching_ops.names import branch_name_error
 
 logger = logging.getLogger("branching_ops")
 

@@ -14,8 +14,8 @@ from django.core.checks import Warning
 from django.core.checks import register
 
 from branching_ops.conf import conf
+from branching_ops.contrib.netbox import NAME
 from branching_ops.contrib.netbox import adapter
-from branching_ops.contrib.netbox.plugin import NAME
 
 
 @register(Tags.compatibility)

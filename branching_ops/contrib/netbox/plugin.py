@@ -20,8 +20,8 @@ from netbox.registry import registry
 from packaging.specifiers import SpecifierSet
 
 import branching_ops
+from branching_ops.contrib.netbox import NAME
 
-NAME = "branching_ops_netbox"
 BRANCHING_DISTRIBUTION = "netboxlabs-netbox-branching"
 # The netbox-branching releases the adapter is tested with (tox env "netbox").
 TESTED_BRANCHING = SpecifierSet(">=1.2,<1.3")

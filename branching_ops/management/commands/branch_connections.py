@@ -9,14 +9,16 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
-from branching_ops.management import ops
+from branching_ops import activity
+from branching_ops.management import arguments
+from branching_ops.management import output
 from branching_ops.management.base import BranchCommand
 
 
 @dataclass(frozen=True)
 class BranchSummary:
     branch: str
-    backends: list[ops.Backend]
+    backends: list[activity.Backend]
 
     def count(self, *states: str) -> int:
         return sum(backend.state in states for backend in self.backends)
@@ -39,9 +41,9 @@ class BranchSummary:
             len(self.backends),
             self.count("active"),
             self.count("idle"),
-            self.count(*ops.IDLE_STATES[1:]),
-            ops.format_duration(self.oldest),
-            ops.format_duration(self.longest_idle),
+            self.count(*activity.IDLE_STATES[1:]),
+            output.format_duration(self.oldest),
+            output.format_duration(self.longest_idle),
             ", ".join(self.clients),
         )
 
@@ -51,11 +53,11 @@ class BranchSummary:
             "connections": len(self.backends),
             "active": self.count("active"),
             "idle": self.count("idle"),
-            "idle_in_transaction": self.count(*ops.IDLE_STATES[1:]),
-            "oldest_seconds": ops.seconds(self.oldest),
-            "longest_idle_seconds": ops.seconds(self.longest_idle),
+            "idle_in_transaction": self.count(*activity.IDLE_STATES[1:]),
+            "oldest_seconds": output.seconds(self.oldest),
+            "longest_idle_seconds": output.seconds(self.longest_idle),
             "clients": self.clients,
-            "backends": [backend.as_json() for backend in self.backends],
+            "backends": [output.backend_json(backend) for backend in self.backends],
         }
 
 
@@ -79,7 +81,7 @@ class Command(BranchCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        ops.add_filter_arguments(parser)
+        arguments.add_filter_arguments(parser)
 
     def handle(
         self,
@@ -92,7 +94,9 @@ class Command(BranchCommand):
         verbosity: int,
         **options: Any,
     ) -> None:
-        connection, backends = ops.filtered_backends(database, branch, state, idle_longer_than)
+        connection, backends = arguments.filtered_backends(
+            database, branch, state, idle_longer_than
+        )
         summaries = [
             BranchSummary(name, list(group))
             for name, group in groupby(backends, key=lambda backend: backend.branch)
@@ -100,15 +104,15 @@ class Command(BranchCommand):
         dbname = connection.settings_dict["NAME"]
         if json:
             self.stdout.write(
-                ops.to_json({"database": dbname, "branches": [s.as_json() for s in summaries]})
+                output.to_json({"database": dbname, "branches": [s.as_json() for s in summaries]})
             )
         elif not summaries:
             if verbosity >= 1:
                 self.stdout.write(f"No branch connections on database {dbname!r}.")
         else:
-            self.stdout.write(ops.format_table(HEADERS, [s.row() for s in summaries]))
+            self.stdout.write(output.format_table(HEADERS, [s.row() for s in summaries]))
             if verbosity >= 2:
-                self.stdout.write("\n" + ops.backend_table(backends))
+                self.stdout.write("\n" + output.backend_table(backends))
             if verbosity >= 1:
                 self.stdout.write(
                     f"\n{len(backends)} connection(s) on {len(summaries)} branch(es) "

@@ -13,7 +13,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
 from psycopg import sql
 
-from branching_ops.management import ops
+from branching_ops.management import arguments
 from branching_ops.management.base import BranchCommand
 
 # The tables of a schema, each logical table once (a partitioned table
@@ -63,7 +63,7 @@ class Command(BranchCommand):
             action="store_true",
             help="Succeed without changing anything if the branch already exists.",
         )
-        ops.add_database_argument(parser)
+        arguments.add_database_argument(parser)
 
     def handle(
         self,
@@ -75,25 +75,25 @@ class Command(BranchCommand):
         verbosity: int,
         **options: Any,
     ) -> None:
-        ops.check_branch_schema(name)
+        arguments.check_branch_schema(name)
         if from_schema is not None:
-            ops.check_branch_name(from_schema, argument="--from-schema: ")
-        connection = ops.database_connection(database)
-        if ops.schema_exists(connection, name):
+            arguments.check_branch_name(from_schema, argument="--from-schema: ")
+        connection = arguments.database_connection(database)
+        if schema_exists(connection, name):
             if not if_not_exists:
                 raise CommandError(f"Branch {name!r} already exists.")
             if verbosity >= 1:
                 self.stdout.write(f"Branch {name!r} already exists; nothing to do.")
             return
-        if from_schema is not None and not ops.schema_exists(connection, from_schema):
+        if from_schema is not None and not schema_exists(connection, from_schema):
             raise CommandError(f"Schema {from_schema!r} does not exist.")
         try:
-            with ops.privilege_errors(), transaction.atomic(using=database):
+            with arguments.privilege_errors(), transaction.atomic(using=database):
                 tables = create_branch(connection, name, from_schema)
         except (ProgrammingError, IntegrityError) as exc:
             # Created by someone else since the check above (DuplicateSchema,
             # or a unique violation when both transactions ran at once).
-            if ops.schema_exists(connection, name):
+            if schema_exists(connection, name):
                 raise CommandError(f"Branch {name!r} already exists.") from exc
             raise
         if verbosity >= 1:
@@ -103,6 +103,12 @@ class Command(BranchCommand):
                 else ""
             )
             self.stdout.write(self.style.SUCCESS(f"Created branch {name!r}{copied}."))
+
+
+def schema_exists(connection: BaseDatabaseWrapper, name: str) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [name])
+        return cursor.fetchone() is not None
 
 
 def create_branch(connection: BaseDatabaseWrapper, name: str, source: str | None) -> list[str]:

@@ -1,4 +1,10 @@
-"""``manage.py branch_drop NAME``: end the branch's backends, then drop its schema."""
+"""``manage.py branch_drop NAME``: end the branch's backends, then drop its schema.
+
+A connection left open on a dropped branch would search ``public`` in its
+place, so every backend of the branch ends: this thread's own connection to
+it (closed cleanly), every other one on the server (terminated) before the
+drop, and once more after it commits any that connected while it ran.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,11 @@ from django.core.management.base import CommandParser
 from django.db import transaction
 from psycopg import sql
 
-from branching_ops.management import ops
+from branching_ops import activity
+from branching_ops.management import arguments
 from branching_ops.management.base import BranchCommand
+from branching_ops.names import branch_alias
+from branching_ops.tracking import close_branch_connections
 
 OWNER_SQL = """
 SELECT pg_has_role(n.nspowner, 'USAGE'), pg_get_userbyid(n.nspowner),
@@ -39,7 +48,7 @@ class Command(BranchCommand):
             action="store_true",
             help="Succeed without changing anything if the branch does not exist.",
         )
-        ops.add_database_argument(parser)
+        arguments.add_database_argument(parser)
 
     def handle(
         self,
@@ -51,8 +60,8 @@ class Command(BranchCommand):
         verbosity: int,
         **options: Any,
     ) -> None:
-        ops.check_branch_schema(name)
-        connection = ops.database_connection(database)
+        arguments.check_branch_schema(name)
+        connection = arguments.database_connection(database)
         with connection.cursor() as cursor:
             cursor.execute(OWNER_SQL, [name])
             row = cursor.fetchone()
@@ -68,15 +77,21 @@ class Command(BranchCommand):
                 f"Role {connection.settings_dict['USER']!r} may not drop branch {name!r}: "
                 f"its schema belongs to {owner!r}. Nothing was changed."
             )
-        backends = ops.branch_backends(connection, branches=[name])
-        ops.check_can_terminate(connection, backends)
+        backends = activity.branch_backends(connection, branches=[name])
+        arguments.check_can_terminate(connection, backends)
         if interactive and not self.confirm(name, tables, len(backends)):
             self.stdout.write("Drop cancelled.")
             return
-        with ops.privilege_errors(), transaction.atomic(using=database):
-            terminated = ops.terminate(connection, backends)
+        close_branch_connections([branch_alias(name)])
+        with arguments.privilege_errors(), transaction.atomic(using=database):
+            terminated = activity.terminate(connection, backends)
             with connection.cursor() as cursor:
                 cursor.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+        # A backend that connected between the terminate and the commit found
+        # the schema still there; it is the only one that can be on it.
+        terminated += activity.terminate(
+            connection, activity.branch_backends(connection, branches=[name])
+        )
         if verbosity >= 1:
             self.stdout.write(
                 self.style.SUCCESS(

@@ -6,7 +6,9 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
-from branching_ops.management import ops
+from branching_ops import activity
+from branching_ops.management import arguments
+from branching_ops.management import output
 from branching_ops.management.base import BranchCommand
 
 
@@ -17,7 +19,7 @@ class Command(BranchCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        ops.add_filter_arguments(parser)
+        arguments.add_filter_arguments(parser)
         parser.add_argument(
             "--yes", action="store_true", help="Terminate them (without it: a dry run)."
         )
@@ -34,19 +36,22 @@ class Command(BranchCommand):
         verbosity: int,
         **options: Any,
     ) -> None:
-        connection, backends = ops.filtered_backends(database, branch, state, idle_longer_than)
+        connection, backends = arguments.filtered_backends(
+            database, branch, state, idle_longer_than
+        )
         terminated: list[int] = []
         if yes:
-            ops.check_can_terminate(connection, backends)
-            terminated = ops.terminate(connection, backends)
+            arguments.check_can_terminate(connection, backends)
+            with arguments.privilege_errors():
+                terminated = activity.terminate(connection, backends)
         dbname = connection.settings_dict["NAME"]
         if json:
             self.stdout.write(
-                ops.to_json(
+                output.to_json(
                     {
                         "database": dbname,
                         "dry_run": not yes,
-                        "backends": [backend.as_json() for backend in backends],
+                        "backends": [output.backend_json(backend) for backend in backends],
                         "terminated": terminated,
                     }
                 )
@@ -57,7 +62,7 @@ class Command(BranchCommand):
         if not backends:
             self.stdout.write(f"No branch backends match on database {dbname!r}.")
             return
-        self.stdout.write(ops.backend_table(backends))
+        self.stdout.write(output.backend_table(backends))
         if not yes:
             self.stdout.write(
                 f"\nWould terminate {len(backends)} branch backend(s) of database {dbname!r}. "
@@ -72,5 +77,5 @@ class Command(BranchCommand):
         if len(terminated) < len(backends):
             self.stdout.write(
                 f"{len(backends) - len(terminated)} had already exited or did not exit "
-                f"within {ops.TERMINATE_TIMEOUT_MS // 1000} s."
+                f"within {activity.TERMINATE_TIMEOUT_MS // 1000} s."
             )
