@@ -76,17 +76,16 @@ class Figures:
 FIGURES: dict[tuple[str, int], dict[str, Figures]] = {}
 
 
-def record(scenario: str, setting: Setting, figures: Figures) -> None:
-    FIGURES.setdefault((scenario, setting.conn_max_age), {})[
-        "adapter" if setting.adapter else "stock"
-    ] = figures
+def record(scenario: str, max_age: int, stock: Figures, adapter: Figures) -> None:
+    FIGURES[scenario, max_age] = {"stock": stock, "adapter": adapter}
 
 
 def figures_table() -> str:
     lines = ["scenario | CONN_MAX_AGE | stock | adapter", "---|---|---|---"]
     for (scenario, max_age), by_mode in FIGURES.items():
-        stock, adapter = (by_mode[m].cell() if m in by_mode else "-" for m in ("stock", "adapter"))
-        lines.append(f"{scenario} | {max_age} | {stock} | {adapter}")
+        lines.append(
+            f"{scenario} | {max_age} | {by_mode['stock'].cell()} | {by_mode['adapter'].cell()}"
+        )
     return "\n".join(lines)
 
 
