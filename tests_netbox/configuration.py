@@ -51,6 +51,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {
         "branching_ops": {"handlers": ["console"], "level": "WARNING"},
+        "django.request": {"handlers": ["console"], "level": "ERROR"},
         "rq.worker": {"handlers": ["console"], "level": "WARNING"},
     },
 }

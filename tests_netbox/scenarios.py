@@ -7,12 +7,14 @@ backend terminated) and leaves it empty.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +40,8 @@ MAX_CONNECTIONS = 40
 THREADS = 4  # gunicorn gthread threads, one worker process
 CLIENTS = 8
 REQUESTS = 240
-JOBS = 48
+JOBS = 48  # in-process: a job costs milliseconds
+FORKED_JOBS = 20  # forking: a job costs a fork
 COMMAND_RUNS = 3
 CAP = 1  # the adapter's default MAX_CONNECTIONS_PER_THREAD
 PLAIN = "call_command (BaseCommand)"
@@ -73,17 +76,16 @@ class Figures:
 FIGURES: dict[tuple[str, int], dict[str, Figures]] = {}
 
 
-def record(scenario: str, setting: Setting, figures: Figures) -> None:
-    FIGURES.setdefault((scenario, setting.conn_max_age), {})[
-        "adapter" if setting.adapter else "stock"
-    ] = figures
+def record(scenario: str, max_age: int, stock: Figures, adapter: Figures) -> None:
+    FIGURES[scenario, max_age] = {"stock": stock, "adapter": adapter}
 
 
 def figures_table() -> str:
     lines = ["scenario | CONN_MAX_AGE | stock | adapter", "---|---|---|---"]
     for (scenario, max_age), by_mode in FIGURES.items():
-        stock, adapter = (by_mode[m].cell() if m in by_mode else "-" for m in ("stock", "adapter"))
-        lines.append(f"{scenario} | {max_age} | {stock} | {adapter}")
+        lines.append(
+            f"{scenario} | {max_age} | {by_mode['stock'].cell()} | {by_mode['adapter'].cell()}"
+        )
     return "\n".join(lines)
 
 
@@ -172,23 +174,31 @@ def http(netbox: NetBox, setting: Setting, allowance: int) -> Figures:
         )
         try:
             wait_until(
-                lambda: _get(port, netbox.token, None, server) == 200,
+                lambda: _error(port, netbox.token, None, server) is None,
                 timeout=180,
                 what="gunicorn to serve NetBox",
             )
             schema_ids = [netbox.branches[i % len(netbox.branches)] for i in range(REQUESTS)]
             with ThreadPoolExecutor(CLIENTS) as clients:
-                statuses = list(
-                    clients.map(lambda s: _get(port, netbox.token, s, server), schema_ids)
-                )
-            figures.failed = sum(status != 200 for status in statuses)
+                errors = [
+                    error
+                    for error in clients.map(
+                        lambda s: _error(port, netbox.token, s, server), schema_ids
+                    )
+                    if error is not None
+                ]
+            figures.failed = len(errors)
+            figures.notes += _most_common(errors)
             figures.left = settled_left(netbox, allowance)
         finally:
             stop_process(server, signal.SIGTERM, timeout=30)
     return figures
 
 
-def _get(port: int, token: str, schema_id: str | None, server: subprocess.Popen[bytes]) -> int:
+def _error(
+    port: int, token: str, schema_id: str | None, server: subprocess.Popen[bytes]
+) -> str | None:
+    """GET a page of sites (of branch ``schema_id``); ``None``, or what went wrong."""
     if server.poll() is not None:
         raise RuntimeError(f"gunicorn exited with status {server.returncode}")
     headers = {"Authorization": f"Token {token}", "Accept": "application/json"}
@@ -198,12 +208,22 @@ def _get(port: int, token: str, schema_id: str | None, server: subprocess.Popen[
         f"http://127.0.0.1:{port}/api/dcim/sites/?limit=1", headers=headers
     )
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return int(response.status)
+        with urllib.request.urlopen(request, timeout=60):
+            return None
     except urllib.error.HTTPError as error:
-        return error.code
-    except OSError:
-        return 0
+        try:  # NetBox's REST API says what failed
+            return str(json.loads(error.read())["error"])
+        except (ValueError, KeyError, TypeError):
+            return f"HTTP {error.code}"
+    except OSError as error:
+        return str(error)
+
+
+def _most_common(errors: list[str]) -> list[str]:
+    """The two most common errors, each on one line (the server's own words), as notes."""
+    lines = [" ".join(error.split()) for error in errors]
+    lines = [line[line.find("FATAL:") :] if "FATAL:" in line else line for line in lines]
+    return [f"{count}x {line[:90]!r}" for line, count in Counter(lines).most_common(2)]
 
 
 class Worker:
@@ -236,22 +256,33 @@ class Worker:
 
         wait_until(all_done, timeout=300, what=f"the {self.kind} worker to run {len(waited)} jobs")
         figures.total = len(jobs["rq"]) + len(jobs["netbox"])
-        figures.failed = sum(
-            job is None or job.get_status() != JobStatus.FINISHED
+        errors = [
+            _job_error(job)
             for job in Job.fetch_many(jobs["rq"], redis)
-        ) + self.netbox.errored_netbox_jobs(jobs["netbox"])
+            if job is None or job.get_status() != JobStatus.FINISHED
+        ]
+        figures.failed = len(errors) + self.netbox.errored_netbox_jobs(jobs["netbox"])
+        figures.notes += _most_common(errors)
         figures.left = settled_left(self.netbox, allowance)
 
 
+def _job_error(job: Job | None) -> str:
+    """The last line of the exception that failed ``job``."""
+    result = job.latest_result() if job is not None else None
+    if result is None or not result.exc_string:
+        return "no result"
+    return result.exc_string.strip().splitlines()[-1]
+
+
 def forking_worker(netbox: NetBox, setting: Setting) -> Figures:
-    """``JOBS`` branch jobs and netbox-branching's sync of a branch, one process each."""
+    """``FORKED_JOBS`` branch jobs and netbox-branching's sync of a branch, a process each."""
     from tests_netbox.driver import enqueue
 
     figures = Figures()
     with clean_server(netbox), window(netbox, figures):
         worker = Worker(netbox, setting, "forking")
         try:
-            worker.run(enqueue(JOBS), figures, allowance=0)
+            worker.run(enqueue(FORKED_JOBS), figures, allowance=0)
         finally:
             worker.stop()
     return figures

@@ -33,8 +33,7 @@ def persistent(max_age: int, per_thread: int) -> int:
 def test_http(netbox: NetBox, max_age: int) -> None:
     allowance = persistent(max_age, scenarios.THREADS)
     stock, adapter = (scenarios.http(netbox, s, allowance) for s in both(max_age))
-    scenarios.record("HTTP, gunicorn gthread", both(max_age)[0], stock)
-    scenarios.record("HTTP, gunicorn gthread", both(max_age)[1], adapter)
+    scenarios.record("HTTP, gunicorn gthread", max_age, stock, adapter)
     assert stock.peak > 0
     assert adapter.peak > 0
     assert (adapter.failed, adapter.eof) == (0, 0)
@@ -44,8 +43,7 @@ def test_http(netbox: NetBox, max_age: int) -> None:
 @pytest.mark.parametrize("max_age", CONN_MAX_AGES)
 def test_forking_worker(netbox: NetBox, max_age: int) -> None:
     stock, adapter = (scenarios.forking_worker(netbox, s) for s in both(max_age))
-    scenarios.record("rqworker, forking", both(max_age)[0], stock)
-    scenarios.record("rqworker, forking", both(max_age)[1], adapter)
+    scenarios.record("rqworker, forking", max_age, stock, adapter)
     assert stock.peak > 0
     assert adapter.peak > 0
     assert (adapter.failed, adapter.left, adapter.eof) == (0, 0, 0)
@@ -57,16 +55,13 @@ def test_in_process_worker_and_job_timeout(netbox: NetBox, max_age: int) -> None
     (stock, stock_timeout), (adapter, adapter_timeout) = (
         scenarios.in_process_worker(netbox, s, allowance) for s in both(max_age)
     )
-    for setting, jobs, timeout in zip(
-        both(max_age), (stock, adapter), (stock_timeout, adapter_timeout), strict=True
-    ):
-        scenarios.record("rqworker, in-process", setting, jobs)
-        scenarios.record("job_timeout mid-query, in-process", setting, timeout)
+    scenarios.record("rqworker, in-process", max_age, stock, adapter)
+    scenarios.record("job_timeout mid-query, in-process", max_age, stock_timeout, adapter_timeout)
     assert stock.peak > 0
     assert adapter.peak > 0
     assert (adapter.failed, adapter.eof) == (0, 0)
     assert adapter.left <= allowance
-    assert adapter_timeout.notes == ["0 query left running"]
+    assert adapter_timeout.notes == ["0 query left running"]  # and no error noted
     assert (adapter_timeout.failed, adapter_timeout.eof) == (0, 0)
     assert adapter_timeout.left <= allowance
 
@@ -75,8 +70,7 @@ def test_in_process_worker_and_job_timeout(netbox: NetBox, max_age: int) -> None
 def test_call_command(netbox: NetBox, max_age: int) -> None:
     stock, adapter = (scenarios.commands(netbox, s) for s in both(max_age))
     for name in adapter:
-        scenarios.record(name, both(max_age)[0], stock[name])
-        scenarios.record(name, both(max_age)[1], adapter[name])
+        scenarios.record(name, max_age, stock[name], adapter[name])
     plain, closing = adapter[scenarios.PLAIN], adapter[scenarios.CLOSING]
     assert stock[scenarios.PLAIN].peak > 0
     # No boundary closes a plain command's connections; the cap bounds them.
