@@ -129,6 +129,19 @@ def test_callers_branch_connection_and_atomic_survive(
     assert tracked_aliases() == ["schema_outer"]
 
 
+def test_a_branch_the_caller_only_looked_up_is_closed_once_the_command_connects_it(
+    branch_backends: BranchBackends, branches: Branches
+) -> None:
+    branches("looked_up_0")
+    connections["schema_looked_up_0"]  # the wrapper: tracked, never connected
+    assert tracked_aliases() == ["schema_looked_up_0"]
+
+    call_command("touch_branches", count=1, prefix="looked_up", stdout=StringIO())
+
+    branch_backends.wait_for([])
+    assert tracked_aliases() == []
+
+
 def test_command_leaves_its_own_atomic_block_open(
     branch_backends: BranchBackends, branches: Branches
 ) -> None:

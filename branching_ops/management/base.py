@@ -25,16 +25,22 @@ class BranchCommand(BaseCommand):
     On every way out of :meth:`execute` (return, ``CommandError``, any other
     exception, ``KeyboardInterrupt``, ``SystemExit``) it closes the branch
     connections of this thread that were opened *during* the command. A
-    branch connection the caller already held (``call_command()`` from a view,
-    a test, another command) stays as it was, and so does one still inside an
-    ``atomic()`` block.
+    branch connection the caller already held open (``call_command()`` from a
+    view, a test, another command) stays as it was, and so does one still
+    inside an ``atomic()`` block. A branch the caller had only looked up, or
+    whose connection was closed before the command, is the command's if the
+    command connects it.
     """
 
     _branch_aliases_before: frozenset[str] | None = None
 
     def execute(self, *args: Any, **options: Any) -> str | None:
         outer = self._branch_aliases_before
-        self._branch_aliases_before = frozenset(tracking.tracked_aliases())
+        self._branch_aliases_before = frozenset(
+            wrapper.alias
+            for wrapper in tracking.branch_wrappers()
+            if wrapper.connection is not None
+        )
         try:
             output: str | None = super().execute(*args, **options)
         finally:
@@ -59,4 +65,5 @@ class BranchCommand(BaseCommand):
         return tracking.close_old_branch_connections(aliases=self._opened_branch_aliases())
 
     def _opened_branch_aliases(self) -> set[str]:
+        # Tracked now and not held open by the caller at the start.
         return set(tracking.tracked_aliases()) - (self._branch_aliases_before or frozenset())
