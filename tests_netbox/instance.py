@@ -69,10 +69,6 @@ class Setting:
     adapter: bool
     conn_max_age: int
 
-    @property
-    def label(self) -> str:
-        return f"{'adapter' if self.adapter else 'stock'}, CONN_MAX_AGE={self.conn_max_age}"
-
 
 STOCK = Setting(adapter=False, conn_max_age=0)
 
@@ -207,7 +203,7 @@ def migrate(netbox: NetBox) -> None:
 
 
 def dump(netbox: NetBox, path: Path) -> None:
-    """The database as SQL, gzipped: it is mostly DDL, which ``pg_dump -Fc`` leaves uncompressed."""
+    """The database as gzipped SQL: it is mostly DDL, which ``pg_dump -Fc`` does not compress."""
     sql = _pg(netbox.postgres, "pg_dump", DBNAME)
     path.write_bytes(gzip.compress(sql, mtime=0))
 
