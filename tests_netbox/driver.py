@@ -80,7 +80,7 @@ def enqueue_timeout() -> dict[str, list[str]]:
     first, second = Branch.objects.order_by("name")[:2]
     queue = django_rq.get_queue("default")
     timed_out = queue.enqueue(
-        "tests_netbox.jobs.sleep_in_branch", first.schema_id, 30, job_timeout=2
+        "tests_netbox.jobs.sleep_in_branch", first.schema_id, 30, job_timeout=1
     )
     after = [
         queue.enqueue("tests_netbox.jobs.touch_branch", first.schema_id),

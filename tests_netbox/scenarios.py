@@ -41,7 +41,8 @@ from tests_netbox.instance import Setting
 MAX_CONNECTIONS = 30
 THREADS = 4  # gunicorn gthread threads, one worker process
 CLIENTS = 8
-REQUESTS = 120  # stock runs out of slots after about 50 of them
+REQUESTS = 120  # at CONN_MAX_AGE 300: stock runs out of slots after about 50
+CLOSED_REQUESTS = 4 * BRANCHES  # at CONN_MAX_AGE 0: each closes what it opened
 JOBS = 2 * BRANCHES  # in-process, round robin: each branch twice
 FORKED_JOBS = BRANCHES  # forking: one process per job
 COMMAND_RUNS = 2  # a second run shows what the first left does not add up
@@ -158,9 +159,9 @@ def window(netbox: NetBox, figures: Figures) -> Iterator[None]:
         figures.eof = netbox.log_since(offset).count(EOF_LINE)
 
 
-def http(netbox: NetBox, setting: Setting, allowance: int) -> Figures:
+def http(netbox: NetBox, setting: Setting, allowance: int, requests: int) -> Figures:
     """REST API requests through gunicorn gthread, round robin over every branch."""
-    figures = Figures(total=REQUESTS)
+    figures = Figures(total=requests)
     port = free_port()
     with clean_server(netbox), window(netbox, figures):
         server = netbox.popen(
@@ -180,7 +181,7 @@ def http(netbox: NetBox, setting: Setting, allowance: int) -> Figures:
                 timeout=180,
                 what="gunicorn to serve NetBox",
             )
-            schema_ids = [netbox.branches[i % len(netbox.branches)] for i in range(REQUESTS)]
+            schema_ids = [netbox.branches[i % len(netbox.branches)] for i in range(requests)]
             with ThreadPoolExecutor(CLIENTS) as clients:
                 errors = [
                     error

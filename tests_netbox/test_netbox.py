@@ -31,7 +31,9 @@ def both(max_age: int) -> tuple[Setting, Setting]:
 def test_http_persistent(netbox: NetBox) -> None:
     """Stock keeps a connection per thread and branch until the server is out of slots."""
     allowance = scenarios.THREADS * scenarios.CAP
-    stock, adapter = (scenarios.http(netbox, s, allowance) for s in both(PERSISTENT))
+    stock, adapter = (
+        scenarios.http(netbox, s, allowance, scenarios.REQUESTS) for s in both(PERSISTENT)
+    )
     scenarios.record("HTTP, gunicorn gthread", PERSISTENT, stock, adapter)
     assert stock.failed > 0
     assert stock.left > allowance
@@ -45,7 +47,8 @@ def test_http_closes_at_conn_max_age_0(netbox: NetBox) -> None:
 
     Stock does too at 0 (netbox-branching's own request receivers): not run.
     """
-    adapter = scenarios.http(netbox, Setting(adapter=True, conn_max_age=0), allowance=0)
+    setting = Setting(adapter=True, conn_max_age=0)
+    adapter = scenarios.http(netbox, setting, allowance=0, requests=scenarios.CLOSED_REQUESTS)
     scenarios.record("HTTP, gunicorn gthread", 0, None, adapter)
     assert adapter.peak > 0
     assert (adapter.failed, adapter.left, adapter.eof) == (0, 0, 0)
