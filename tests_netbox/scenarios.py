@@ -50,7 +50,7 @@ CAP = 1  # the adapter's default MAX_CONNECTIONS_PER_THREAD
 PLAIN = "call_command (BaseCommand)"
 CLOSING = "call_command (BranchCommand)"
 EOF_LINE = "unexpected EOF on client connection"
-SETTLE_SECONDS = 2.0
+SETTLE_SECONDS = 1.0
 
 STOCK_WORKERS = {"forking": "utilities.rqworker.NetBoxRQWorker", "in-process": "rq.SimpleWorker"}
 ADAPTER_WORKERS = {
