@@ -506,6 +506,7 @@ def worker_env(multiproc_dir: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.rq_processes
 @pytest.mark.parametrize(
     ("worker_class", "reason"),
     [
@@ -551,6 +552,7 @@ def test_rq_workers_report_their_connections(
 
 
 @pytest.mark.slow
+@pytest.mark.rq_processes
 def test_a_killed_job_process_leaves_the_gauge(
     queue: Queue, branch_backends: BranchBackends, branches: Branches, tmp_path: Path
 ) -> None:

@@ -39,6 +39,7 @@ def wait_for_jobs(*jobs: Job) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.rq_processes
 def test_job_process_killed_mid_query(
     queue: Queue, branch_backends: BranchBackends, branches: Branches
 ) -> None:
@@ -77,6 +78,7 @@ def test_job_process_killed_mid_query(
 
 
 @pytest.mark.slow
+@pytest.mark.rq_processes
 @pytest.mark.parametrize("health_checks", [True, False], ids=["health-checks", "no-health-checks"])
 def test_server_restart_between_jobs(
     health_checks: bool,

@@ -53,6 +53,7 @@ def enqueue_mixed(queue: Queue, branches: int) -> dict[str, list[Job]]:
 
 
 @pytest.mark.slow
+@pytest.mark.rq_processes
 @pytest.mark.parametrize(
     "worker_args",
     [
@@ -96,6 +97,7 @@ def test_branch_workers_leave_nothing(
 
 
 @pytest.mark.slow
+@pytest.mark.rq_processes
 @pytest.mark.parametrize("worker_class", ["rq.SimpleWorker", "rq.Worker"])
 def test_plain_rq_workers_show_the_problem(
     worker_class: str,
@@ -133,6 +135,7 @@ def test_plain_rq_workers_show_the_problem(
 
 
 @pytest.mark.slow
+@pytest.mark.rq_processes
 @pytest.mark.parametrize(
     "worker_class", ["branching_ops.workers.BranchSimpleWorker", "rq.SimpleWorker"]
 )
@@ -171,6 +174,7 @@ def test_rqworker_pool_closes_kept_connections_at_exit(
 
 
 @pytest.mark.slow
+@pytest.mark.rq_processes
 def test_branch_spawn_worker(
     queue: Queue, branch_backends: BranchBackends, branches: Branches
 ) -> None:
