@@ -9,7 +9,7 @@ share a Python process.
 ``netbox migrate`` takes minutes of CPU: the database it leaves is committed
 as ``tests_netbox/fixtures/<key>.sql.gz`` (``python -m tests_netbox.fixture``
 writes it), keyed by the versions of NetBox, netbox-branching and Django,
-and restored in a second.
+and restored in seconds.
 """
 
 from __future__ import annotations
