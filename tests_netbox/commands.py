@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from dcim.models import Site
 from django.core.management.base import BaseCommand
 from netbox_branching.models import Branch
-from netbox_branching.utilities import activate_branch
 
 from branching_ops.management.base import BranchCommand
+from tests_netbox.jobs import branch_sites
 from tests_netbox.scenarios import CLOSING
 from tests_netbox.scenarios import PLAIN
 
@@ -19,8 +18,7 @@ class TouchBranches(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         for branch in Branch.objects.order_by("name"):
-            with activate_branch(branch):
-                Site.objects.count()
+            branch_sites(branch)
 
 
 class ClosingTouchBranches(BranchCommand, TouchBranches):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import django
 import pytest
@@ -13,7 +12,7 @@ from branching_ops.testing.postgres import running_postgres
 from branching_ops.testing.redis import running_redis
 from tests_netbox.instance import NetBox
 from tests_netbox.instance import Setting
-from tests_netbox.instance import netbox_instance
+from tests_netbox.instance import start_netbox
 from tests_netbox.scenarios import FIGURES
 from tests_netbox.scenarios import MAX_CONNECTIONS
 from tests_netbox.scenarios import figures_table
@@ -21,17 +20,11 @@ from tests_netbox.scenarios import figures_table
 
 @pytest.fixture(scope="session")
 def netbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetBox]:
-    cache = os.environ.get("NETBOX_TEST_CACHE")
     with (
         running_postgres(max_connections=MAX_CONNECTIONS) as postgres,
         running_redis() as redis,
-        netbox_instance(
-            postgres,
-            redis,
-            tmp_path_factory.mktemp("netbox-root"),
-            Path(cache) if cache else None,
-        ) as instance,
     ):
+        instance = start_netbox(postgres, redis, tmp_path_factory.mktemp("netbox-root"))
         TIMINGS.update(instance.timings)
         yield instance
 

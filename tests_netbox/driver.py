@@ -20,23 +20,25 @@ TOKEN = "0123456789abcdef0123456789abcdef01234567"
 
 
 def setup(branches: int) -> dict[str, Any]:
-    """An admin, a v1 API token and ``branches`` provisioned branches."""
+    """An admin, a v1 API token and ``branches`` provisioned branches, each with its own site.
+
+    The site is named after its branch's schema: whoever reads a branch
+    checks that its query ran there (``public`` has no site).
+    """
+    from dcim.models import Site
     from netbox_branching.models import Branch
+    from netbox_branching.utilities import activate_branch
     from users.models import Token
     from users.models import User
 
-    admin = User.objects.create_superuser("admin", "admin@example.com", "admin-password-1")
+    admin = User.objects.create_superuser("admin", "admin@example.com", password=None)
     Token(user=admin, version=1, token=TOKEN).save()
     for i in range(branches):
         branch = Branch(name=f"branch-{i:02}", owner=admin)
         branch.save(provision=False)
         branch.provision(admin)
-    return facts()
-
-
-def facts() -> dict[str, Any]:
-    from netbox_branching.models import Branch
-
+        with activate_branch(branch):
+            Site.objects.create(name=branch.schema_id, slug=branch.schema_id)
     return {
         "token": TOKEN,
         "branches": list(Branch.objects.order_by("name").values_list("schema_id", flat=True)),
@@ -78,7 +80,7 @@ def enqueue_timeout() -> dict[str, list[str]]:
     first, second = Branch.objects.order_by("name")[:2]
     queue = django_rq.get_queue("default")
     timed_out = queue.enqueue(
-        "tests_netbox.jobs.sleep_in_branch", first.schema_id, 30, job_timeout=2
+        "tests_netbox.jobs.sleep_in_branch", first.schema_id, 30, job_timeout=1
     )
     after = [
         queue.enqueue("tests_netbox.jobs.touch_branch", first.schema_id),
@@ -94,8 +96,11 @@ def enqueue_timeout() -> dict[str, list[str]]:
     }
 
 
-def commands(runs: int) -> dict[str, list[dict[str, int]]]:
-    """``call_command()`` ``runs`` times in this process; branch backends left after each."""
+def commands(runs: int) -> dict[str, list[dict[str, Any]]]:
+    """``call_command()`` ``runs`` times in this process.
+
+    After each run: the error it raised, if any, and the branch backends left.
+    """
     import psycopg
     from django.core.management import call_command
     from netbox_branching.models import Branch
@@ -107,7 +112,7 @@ def commands(runs: int) -> dict[str, list[dict[str, int]]]:
     from tests_netbox.scenarios import PLAIN
     from tests_netbox.scenarios import settled
 
-    report: dict[str, list[dict[str, int]]] = {}
+    report: dict[str, list[dict[str, Any]]] = {}
     monitor = psycopg.connect(
         f"host=127.0.0.1 port={os.environ['NETBOX_TEST_PG_PORT']} user=postgres dbname=netbox",
         autocommit=True,
@@ -118,15 +123,15 @@ def commands(runs: int) -> dict[str, list[dict[str, int]]]:
             for _ in range(runs):
                 try:
                     call_command(command())
-                except Exception:
-                    failed = 1
+                except Exception as exception:
+                    error = f"{type(exception).__name__}: {exception}"
                 else:
-                    failed = 0
+                    error = None
                 left = settled(
                     lambda: len(monitor.execute(BRANCH_BACKENDS_SQL).fetchall()),
                     CAP if name == PLAIN else 0,  # what the adapter may leave
                 )
-                report[name].append({"failed": failed, "left": left})
+                report[name].append({"error": error, "left": left})
             # The next command starts with none of this one's connections
             # (closed through Django for stock, then untracked for the adapter).
             for branch in Branch.objects.all():

@@ -6,14 +6,15 @@ console script, gunicorn, ``netbox rqworker``; every NetBox process is a
 subprocess of the test run, so the adapter and stock configurations never
 share a Python process.
 
-``netbox migrate`` takes minutes: the migrated database, with its provisioned
-branches, is kept as a ``pg_dump`` in ``$NETBOX_TEST_CACHE`` (the tox env sets
-it inside its own directory), keyed by the versions of NetBox,
-netbox-branching and Django and the number of branches.
+``netbox migrate`` takes minutes of CPU: the database it leaves is committed
+as ``tests_netbox/fixtures/<key>.sql.gz`` (``python -m tests_netbox.fixture``
+writes it), keyed by the versions of NetBox, netbox-branching and Django,
+and restored in seconds.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -34,11 +35,10 @@ from branching_ops.testing.postgres import PostgresServer
 from branching_ops.testing.redis import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().with_name("fixtures")
 DBNAME = "netbox"
 ROLE = "netbox"
 BRANCHES = 10
-# pg_dump takes a lock per table: every branch is a copy of ~200 tables.
-MAX_LOCKS_PER_TRANSACTION = 1024
 BIN = Path(sys.executable).parent
 # Branch backends: stock ones are labelled by tests_netbox.labeller.
 BRANCH_BACKENDS_SQL = (
@@ -47,15 +47,19 @@ BRANCH_BACKENDS_SQL = (
 )
 
 
-def cache_key() -> str:
+def fixture_key() -> str:
+    """What the migrated database depends on: the installed NetBox, netbox-branching, Django."""
     return "-".join(
         [
             f"netbox{version('netbox')}",
             f"branching{version('netboxlabs-netbox-branching')}",
             f"django{version('django')}",
-            f"branches{BRANCHES}",
         ]
     )
+
+
+def fixture_path() -> Path:
+    return FIXTURES / f"{fixture_key()}.sql.gz"
 
 
 @dataclass
@@ -65,9 +69,8 @@ class Setting:
     adapter: bool
     conn_max_age: int
 
-    @property
-    def label(self) -> str:
-        return f"{'adapter' if self.adapter else 'stock'}, CONN_MAX_AGE={self.conn_max_age}"
+
+STOCK = Setting(adapter=False, conn_max_age=0)
 
 
 @dataclass
@@ -172,54 +175,61 @@ def _run(command: list[str], env: dict[str, str], timeout: float) -> str:
     return result.stdout
 
 
-def _pg_tool(postgres: PostgresServer, name: str) -> str:
-    return str(postgres.bindir / name)
+def _pg(postgres: PostgresServer, tool: str, *args: str, stdin: bytes = b"") -> bytes:
+    """Run PostgreSQL's ``tool`` as the superuser; its output, or what it said on failure."""
+    command = [str(postgres.bindir / tool), "-h", postgres.host, "-p", str(postgres.port)]
+    result = subprocess.run(
+        [*command, "-U", "postgres", *args], input=stdin, capture_output=True, check=False
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"{tool} exited {result.returncode}: {result.stderr.decode()}")
+    return result.stdout
 
 
-@contextmanager
-def netbox_instance(
-    postgres: PostgresServer, redis: RedisServer, root: Path, cache: Path | None
-) -> Iterator[NetBox]:
-    """A migrated NetBox with ``BRANCHES`` provisioned branches, an admin and an API token."""
-    with postgres.connect() as admin:
-        admin.execute(f"ALTER SYSTEM SET max_locks_per_transaction = {MAX_LOCKS_PER_TRANSACTION}")
-    postgres.restart()
+def empty_netbox(postgres: PostgresServer, redis: RedisServer, root: Path) -> NetBox:
+    """A NetBox root (its ``configuration.py``) and an empty database for it."""
     with postgres.connect() as admin:
         admin.execute(f"CREATE ROLE {ROLE} LOGIN")
         admin.execute(f"CREATE DATABASE {DBNAME} OWNER {ROLE}")
     (root / "conf").mkdir(parents=True)
     (root / "logs").mkdir()
     shutil.copy(Path(__file__).with_name("configuration.py"), root / "conf" / "configuration.py")
-    netbox = NetBox(root, postgres, redis)
-    stock = Setting(adapter=False, conn_max_age=0)
-    dump = cache / f"{cache_key()}.dump" if cache is not None else None
-    conninfo = ["-h", postgres.host, "-p", str(postgres.port), "-U", "postgres"]
-    if dump is not None and dump.is_file():
-        with netbox.timed("restore"):
-            subprocess.run(
-                [_pg_tool(postgres, "pg_restore"), *conninfo, "-d", DBNAME, "-j", "2", str(dump)],
-                check=True,
-                capture_output=True,
-            )
-        facts = json.loads(dump.with_suffix(".json").read_text())
+    return NetBox(root, postgres, redis)
+
+
+def migrate(netbox: NetBox) -> None:
+    # The checks load NetBox's URLconf and GraphQL schema: the tests run them.
+    netbox.netbox(STOCK, "migrate", "--no-input", "--skip-checks", timeout=3600)
+
+
+def dump(netbox: NetBox, path: Path) -> None:
+    """The database as gzipped SQL: it is mostly DDL, which ``pg_dump -Fc`` does not compress."""
+    sql = _pg(netbox.postgres, "pg_dump", DBNAME)
+    path.write_bytes(gzip.compress(sql, mtime=0))
+
+
+def restore(netbox: NetBox, path: Path) -> None:
+    sql = gzip.decompress(path.read_bytes())
+    _pg(netbox.postgres, "psql", "--quiet", "--set=ON_ERROR_STOP=1", DBNAME, stdin=sql)
+
+
+def start_netbox(postgres: PostgresServer, redis: RedisServer, root: Path) -> NetBox:
+    """A migrated NetBox with ``BRANCHES`` provisioned branches, an admin and an API token.
+
+    The migrated database is the committed fixture of these versions, else
+    (a version changed without a new fixture) the output of ``netbox migrate``.
+    """
+    netbox = empty_netbox(postgres, redis, root)
+    fixture = fixture_path()
+    if fixture.is_file():
+        with netbox.timed(f"restore {fixture.relative_to(REPO)}"):
+            restore(netbox, fixture)
     else:
-        with netbox.timed("migrate"):
-            # The checks load NetBox's URLconf and GraphQL schema: the tests run them.
-            netbox.netbox(stock, "migrate", "--no-input", "--skip-checks", timeout=3600)
-        with netbox.timed(f"provision {BRANCHES} branches"):
-            facts = netbox.driver(stock, "setup", str(BRANCHES))
-        if dump is not None:
-            with netbox.timed("pg_dump"):
-                dump.parent.mkdir(parents=True, exist_ok=True)
-                partial = dump.with_suffix(".partial")
-                subprocess.run(
-                    [_pg_tool(postgres, "pg_dump"), *conninfo, "-Fc", "-f", str(partial), DBNAME],
-                    check=True,
-                    capture_output=True,
-                )
-                dump.with_suffix(".json").write_text(json.dumps(facts))
-                partial.rename(dump)
+        with netbox.timed(f"migrate: no {fixture.relative_to(REPO)}, see tests_netbox/fixture.py"):
+            migrate(netbox)
+    with netbox.timed(f"provision {BRANCHES} branches"):
+        facts = netbox.driver(STOCK, "setup", str(BRANCHES))
     assert isinstance(facts, dict)
     netbox.token = facts["token"]
     netbox.branches = tuple(facts["branches"])
-    yield netbox
+    return netbox

@@ -8,11 +8,18 @@ from netbox_branching.models import Branch
 from netbox_branching.utilities import activate_branch
 
 
-def touch_branch(schema_id: str) -> int:
-    """What a branch job does: an ORM query routed to the branch's schema."""
-    branch = Branch.objects.get(schema_id=schema_id)
+def branch_sites(branch: Branch) -> list[str]:
+    """The sites the branch's connection reads: the branch's own one, or it is the wrong schema."""
     with activate_branch(branch):
-        return Site.objects.count()
+        sites = list(Site.objects.values_list("name", flat=True))
+    if sites != [branch.schema_id]:
+        raise AssertionError(f"wrong schema: branch {branch.schema_id} read the sites {sites}")
+    return sites
+
+
+def touch_branch(schema_id: str) -> list[str]:
+    """What a branch job does: an ORM query routed to the branch's schema."""
+    return branch_sites(Branch.objects.get(schema_id=schema_id))
 
 
 def sleep_in_branch(schema_id: str, seconds: float) -> None:
