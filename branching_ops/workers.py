@@ -60,8 +60,9 @@ def _server_status(wrapper: BaseDatabaseWrapper) -> int | None:
     """The server's transaction status of an open PostgreSQL connection, else None.
 
     A :class:`~psycopg.pq.TransactionStatus` value. Only PostgreSQL reports
-    it (psycopg 3 and psycopg2 alike); a connection of another backend has no
-    server-side status to read and nothing to cancel. Read after every job on
+    it; a connection of another backend has no server-side status to read and
+    nothing to cancel. Django's PostgreSQL backend runs on psycopg 3 whenever
+    it is installed, and this package requires it. Read after every job on
     every connection.
     """
     if wrapper.vendor != "postgresql" or wrapper.connection is None:
