@@ -111,6 +111,8 @@ def main() -> None:
         "--only", choices=["forking", "in-process"], help="measure one kind of worker only"
     )
     args = parser.parse_args()
+    if args.jobs < 2 * args.chunk:
+        parser.error("--jobs must be at least twice --chunk: a ratio needs an ABBA quad")
     if args.chunk <= args.branches:
         parser.error(
             "--chunk must be larger than --branches: "
