@@ -55,10 +55,9 @@ def targets(results: list[RunResult], params: DemoParams) -> list[tuple[str, int
 
 
 def main() -> int:
-    parser = cli.parser(SCALE)
-    parser.prog = "python -m benchmarks.soak"
+    parser = cli.parser(SCALE, prog="python -m benchmarks.soak")
     parser.set_defaults(out=Path("soak.png"))
-    args = parser.parse_args()
+    args = cli.parse(parser, None)
     params = cli.params_from(args)
     results = run_demo(params, report.ProgressBars())
     report.plot(results, params, args.out)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from datetime import timedelta
 from typing import Any
 from typing import Protocol
@@ -48,6 +49,9 @@ class Backend:
     age: timedelta | None
     idle: timedelta | None
     can_signal: bool
+    query_start: datetime | None = None
+    # How long the current query has run, while the backend is active.
+    active: timedelta | None = None
 
 
 # Without pg_read_all_stats a role sees only the pid, role, database and
@@ -65,7 +69,9 @@ SELECT a.pid, a.application_name, coalesce(a.usename, ''), a.state,
        CASE WHEN a.state = ANY(%s) THEN now() - a.state_change END,
        coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false)
        OR (NOT coalesce((SELECT rolsuper FROM pg_roles WHERE oid = a.usesysid), false)
-           AND (pg_has_role(a.usesysid, 'USAGE') OR pg_has_role('pg_signal_backend', 'USAGE')))
+           AND (pg_has_role(a.usesysid, 'USAGE') OR pg_has_role('pg_signal_backend', 'USAGE'))),
+       a.query_start,
+       CASE WHEN a.state = 'active' THEN now() - a.query_start END
 FROM pg_stat_activity a
 WHERE a.datname = coalesce(%s, current_database())
   AND coalesce(a.backend_type, 'client backend') = 'client backend'
@@ -95,22 +101,21 @@ def branch_backends(
         rows = cursor.fetchall()
     own = set() if include_own else _own_backend_pids()
     backends = []
-    for pid, application_name, user, state, client, age, idle, can_signal in rows:
+    for pid, application_name, *rest in rows:
         branch = branch_from_application_name(application_name)
+        if branch is None or pid in own:
+            continue
+        backend = Backend(pid, branch, application_name, *rest)
         if (
-            branch is None
-            or pid in own
-            or (branches and branch not in branches)
-            or (states and state not in states)
+            (branches and branch not in branches)
+            or (states and backend.state not in states)
             or (
                 idle_longer_than is not None
-                and (idle is None or idle.total_seconds() <= idle_longer_than)
+                and (backend.idle is None or backend.idle.total_seconds() <= idle_longer_than)
             )
         ):
             continue
-        backends.append(
-            Backend(pid, branch, application_name, user, state, client, age, idle, can_signal)
-        )
+        backends.append(backend)
     return sorted(backends, key=lambda backend: backend.branch)
 
 
@@ -143,3 +148,42 @@ def terminate(connection: BaseDatabaseWrapper, backends: Sequence[Backend]) -> l
                 "SELECT pid FROM unnest(%s::int[]) AS pid WHERE pg_terminate_backend(pid)", [pids]
             )
         return sorted(pid for (pid,) in cursor.fetchall())
+
+
+@dataclass(frozen=True)
+class Termination:
+    """What :func:`terminate_pids` did with each pid it was asked to end."""
+
+    terminated: list[Backend]
+    # Branch backends that had exited before the signal, or did not exit in time.
+    not_ended: list[Backend]
+    # Not a branch backend of the database (any more), or the caller's own: never signalled.
+    refused: list[int]
+    # Branch backends the role may not signal; when there are any, nothing was signalled.
+    denied: list[Backend]
+
+
+def terminate_pids(
+    connection: BaseDatabaseWrapper, pids: Sequence[int], *, branches: Sequence[str] = ()
+) -> Termination:
+    """Terminate the branch backends among ``pids``, read again now, as ``branch_terminate`` does.
+
+    For callers that got the pids from elsewhere (a form, an API): a pid that is
+    not a branch backend of this database (of one of ``branches``, if given) at
+    this moment, or is one of this thread's own connections, is refused, never
+    signalled.
+    """
+    wanted = set(pids)
+    current = branch_backends(connection, branches=branches)
+    chosen = [backend for backend in current if backend.pid in wanted]
+    refused = sorted(wanted - {backend.pid for backend in chosen})
+    denied = [backend for backend in chosen if not backend.can_signal]
+    if denied:
+        return Termination([], [], refused, denied)
+    ended = set(terminate(connection, chosen))
+    return Termination(
+        [backend for backend in chosen if backend.pid in ended],
+        [backend for backend in chosen if backend.pid not in ended],
+        refused,
+        [],
+    )

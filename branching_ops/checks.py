@@ -16,9 +16,7 @@ from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage
 from django.core.checks import Error
-from django.core.checks import Tags
 from django.core.checks import Warning
-from django.core.checks import register
 from django.utils.module_loading import import_string
 
 from branching_ops.conf import DEFAULTS
@@ -27,22 +25,18 @@ from branching_ops.names import BRANCH_NAME_RE
 
 DUMMY_ENGINE = "django.db.backends.dummy"
 
+# The attribute by which a DATABASES mapping says it serves branches.
+SERVES_BRANCHES = "branching_ops_serves_branches"
+
 
 def serves_branches(databases: object) -> TypeGuard[dict[str, dict[str, Any]]]:
     """Whether this package manages the branches ``DATABASES`` serves.
 
-    A :class:`~branching_ops.databases.BranchDatabases`, or netbox-branching's
-    ``DynamicSchemaDict``, whose branches the NetBox adapter routes through
-    this package. Both are looked up in ``sys.modules``, not imported:
-    ``branching_ops.databases`` imports this module (so that the checks run
-    even without the app in ``INSTALLED_APPS``), and neither class exists
-    before its module has been imported.
+    A mapping says so with a true ``branching_ops_serves_branches`` attribute:
+    :class:`~branching_ops.databases.BranchDatabases` has it, and the NetBox
+    adapter sets it on netbox-branching's ``DynamicSchemaDict``.
     """
-    ours = sys.modules.get("branching_ops.databases")
-    netbox_branching = sys.modules.get("netbox_branching.utilities")
-    return (ours is not None and isinstance(databases, ours.BranchDatabases)) or (
-        netbox_branching is not None and isinstance(databases, netbox_branching.DynamicSchemaDict)
-    )
+    return isinstance(databases, dict) and getattr(databases, SERVES_BRANCHES, False) is True
 
 
 def branch_default() -> dict[str, Any] | None:
@@ -69,7 +63,6 @@ def _is_postgresql(engine: str) -> bool:
     return issubclass(backend.DatabaseWrapper, PostgreSQLWrapper)
 
 
-@register(Tags.compatibility)
 def check_databases(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
     default = branch_default()
     if default is None:
@@ -87,7 +80,6 @@ def check_databases(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> l
     return []
 
 
-@register(Tags.compatibility)
 def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
     tail = conf.SEARCH_PATH_TAIL
     if not isinstance(tail, list) or not all(
@@ -104,7 +96,6 @@ def check_settings(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
     return []
 
 
-@register(Tags.compatibility)
 def check_known_settings(
     app_configs: Sequence[AppConfig] | None, **kwargs: Any
 ) -> list[CheckMessage]:
@@ -120,7 +111,6 @@ def check_known_settings(
     ]
 
 
-@register(Tags.compatibility)
 def check_connection_lifetime(
     app_configs: Sequence[AppConfig] | None, **kwargs: Any
 ) -> list[CheckMessage]:
@@ -183,7 +173,7 @@ def _check_branch_pool_options(pool: object) -> list[CheckMessage]:
     try:
         from psycopg_pool import ConnectionPool
 
-        ConnectionPool(open=False, **{**(pool if isinstance(pool, dict) else {}), **options})
+        ConnectionPool(open=False, **conf.branch_pool(pool))
     except ImportError:
         return []  # Django itself reports a missing psycopg_pool at connect time.
     except (TypeError, ValueError) as exc:
@@ -200,18 +190,20 @@ def _check_branch_pool_options(pool: object) -> list[CheckMessage]:
     return []
 
 
-@register(Tags.compatibility)
 def check_search_path_settings(
     app_configs: Sequence[AppConfig] | None, **kwargs: Any
 ) -> list[CheckMessage]:
     errors: list[CheckMessage] = []
     mode = conf.SEARCH_PATH
-    if mode not in ("startup", "session"):
+    if mode not in ("startup", "session", "transaction"):
         errors.append(
             Error(
-                f"BRANCHING_OPS['SEARCH_PATH'] must be 'startup' or 'session', not {mode!r}.",
+                f"BRANCHING_OPS['SEARCH_PATH'] must be 'startup', 'session' or 'transaction', "
+                f"not {mode!r}.",
                 hint="'startup' passes the search_path in the libpq options (no extra round "
-                "trip); 'session' sets it right after connecting (behind PgBouncer).",
+                "trip); 'session' sets it right after connecting (PgBouncer session "
+                "pooling); 'transaction' sends it with every transaction (transaction "
+                "pooling).",
                 id="branching_ops.E020",
             )
         )
@@ -226,14 +218,51 @@ def check_search_path_settings(
     return errors
 
 
-# Misconfigurations of a whole project (E030 and up). These checks must also
-# run when "branching_ops" is missing from INSTALLED_APPS, when the app's
-# ready() never imports this module: branching_ops.databases imports it, and
-# a settings module that builds a BranchDatabases has imported that. So this
-# module imports nothing that imports branching_ops.databases.
+def check_transaction_server_side_cursors(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    """A server-side cursor outlives the transaction a transaction pooler lends it."""
+    default = branch_default()
+    if conf.SEARCH_PATH != "transaction" or default is None:
+        return []
+    if default.get("DISABLE_SERVER_SIDE_CURSORS") is True:
+        return []
+    return [
+        Error(
+            "BRANCHING_OPS['SEARCH_PATH'] = 'transaction' needs DISABLE_SERVER_SIDE_CURSORS "
+            "= True in DATABASES['default']: a server-side cursor (QuerySet.iterator()) "
+            "would be read on whichever server connection the pooler picks next, and branch "
+            "connections refuse to open one.",
+            hint="Set DISABLE_SERVER_SIDE_CURSORS = True, as Django's notes on transaction "
+            "pooling say.",
+            id="branching_ops.E022",
+        )
+    ]
 
 
-@register(Tags.compatibility)
+def check_pgbouncer_admin(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Parsed, not connected to: checks never connect."""
+    from branching_ops.pgbouncer import conninfo_error  # psycopg: not at settings import time
+
+    value: object = conf.PGBOUNCER_ADMIN
+    error = None if value is None else conninfo_error(value)
+    if error is None:
+        return []
+    return [
+        Error(
+            f"BRANCHING_OPS['PGBOUNCER_ADMIN'] {error}.",
+            hint="None, or the admin console of the PgBouncer in front of the database, "
+            "e.g. 'host=127.0.0.1 port=6432 dbname=pgbouncer user=pgbouncer'.",
+            id="branching_ops.E023",
+        )
+    ]
+
+
+# Misconfigurations of a whole project (E030 and up).
+
+
 def check_default_database(
     app_configs: Sequence[AppConfig] | None, **kwargs: Any
 ) -> list[CheckMessage]:
@@ -255,14 +284,13 @@ def check_default_database(
     return []
 
 
-@register(Tags.compatibility)
 def check_installed(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
     if apps.is_installed("branching_ops"):
         return []
     uses = []
     if serves_branches(settings.DATABASES):
         uses.append("DATABASES is a BranchDatabases")
-    worker_class = getattr(settings, "RQ", {}).get("WORKER_CLASS")
+    worker_class = _worker_class_path()
     if isinstance(worker_class, str) and worker_class.startswith("branching_ops."):
         uses.append(f"RQ['WORKER_CLASS'] is {worker_class!r}")
     if not uses:
@@ -277,12 +305,16 @@ def check_installed(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> l
     ]
 
 
-@register(Tags.compatibility)
+def _worker_class_path() -> object:
+    """django-rq's ``RQ["WORKER_CLASS"]``, or ``None``."""
+    return getattr(settings, "RQ", {}).get("WORKER_CLASS")
+
+
 def check_worker_class(
     app_configs: Sequence[AppConfig] | None, **kwargs: Any
 ) -> list[CheckMessage]:
     """``BranchSpawnWorker`` on an rq whose job process would run none of its hooks."""
-    path = getattr(settings, "RQ", {}).get("WORKER_CLASS")
+    path = _worker_class_path()
     try:
         worker_class = import_string(path) if isinstance(path, str) else None
     except ImportError:
@@ -305,3 +337,18 @@ def check_worker_class(
             )
         ]
     return []
+
+
+CHECKS = (
+    check_databases,
+    check_settings,
+    check_known_settings,
+    check_connection_lifetime,
+    check_search_path_settings,
+    check_transaction_server_side_cursors,
+    check_pgbouncer_admin,
+    check_default_database,
+    check_installed,
+    check_worker_class,
+)
+"""Registered by the app's ``ready()``; ``check_installed`` also by ``branching_ops.databases``."""

@@ -19,6 +19,7 @@ DEFAULTS: dict[str, Any] = {
     "BRANCH_POOL_OPTIONS": {"min_size": 0, "max_size": 4, "num_workers": 1},
     "SEARCH_PATH": "startup",
     "VERIFY_SEARCH_PATH": True,
+    "PGBOUNCER_ADMIN": None,
 }
 
 
@@ -45,16 +46,27 @@ class Settings:
         value: dict[str, Any] = self._get("BRANCH_POOL_OPTIONS")
         return value
 
+    def branch_pool(self, pool: object) -> dict[str, Any]:
+        """A branch's pool options: ``BRANCH_POOL_OPTIONS`` over ``default``'s ``pool``."""
+        return {**(pool if isinstance(pool, dict) else {}), **self.BRANCH_POOL_OPTIONS}
+
     @property
-    def SEARCH_PATH(self) -> Literal["startup", "session"]:
-        """How a branch connection gets its ``search_path``: startup option or ``SET``."""
-        value: Literal["startup", "session"] = self._get("SEARCH_PATH")
+    def SEARCH_PATH(self) -> Literal["startup", "session", "transaction"]:
+        """How a branch connection gets its ``search_path``: startup option, ``SET``, or
+        with the first statement of every transaction (transaction pooling)."""
+        value: Literal["startup", "session", "transaction"] = self._get("SEARCH_PATH")
         return value
 
     @property
     def VERIFY_SEARCH_PATH(self) -> bool:
         """Check, on every new branch connection, that the server uses the branch's path."""
         value: bool = self._get("VERIFY_SEARCH_PATH")
+        return value
+
+    @property
+    def PGBOUNCER_ADMIN(self) -> str | None:
+        """libpq conninfo of PgBouncer's admin console (``branch_connections``); ``None``: off."""
+        value: str | None = self._get("PGBOUNCER_ADMIN")
         return value
 
 

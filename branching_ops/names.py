@@ -9,6 +9,16 @@ router, the system checks, the operations commands and
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+
+__all__ = [
+    "ALIAS_PREFIX",
+    "branch_alias",
+    "branch_application_name",
+    "branch_from_application_name",
+    "branch_name_error",
+    "check_branch_name",
+]
 
 ALIAS_PREFIX = "schema_"
 APPLICATION_NAME_MARKER = "branch:"
@@ -22,21 +32,27 @@ def branch_name_error(name: str) -> str | None:
     Branch names end up in libpq options and in SQL identifiers; only this
     conservative alphabet is accepted, so nothing is ever spliced unchecked.
     """
+    return None if BRANCH_NAME_RE.fullmatch(name) else _not_a_branch_name(name)
+
+
+def check_branch_name(name: str, exception: Callable[[str], Exception] = ValueError) -> str:
+    """Return ``name`` if it is a valid branch name, else raise ``exception`` saying why."""
     if BRANCH_NAME_RE.fullmatch(name) is None:
-        return (
-            f"{name!r} is not a valid branch name: it must be 1 to 63 characters "
-            "of lowercase ASCII letters, digits and underscores, not starting "
-            "with a digit."
-        )
-    return None
+        raise exception(_not_a_branch_name(name))
+    return name
+
+
+def _not_a_branch_name(name: str) -> str:
+    return (
+        f"{name!r} is not a valid branch name: it must be 1 to 63 characters "
+        "of lowercase ASCII letters, digits and underscores, not starting "
+        "with a digit."
+    )
 
 
 def branch_alias(name: str) -> str:
     """Return the connection alias of branch ``name``; ``ValueError`` if invalid."""
-    error = branch_name_error(name)
-    if error is not None:
-        raise ValueError(error)
-    return ALIAS_PREFIX + name
+    return ALIAS_PREFIX + check_branch_name(name)
 
 
 def branch_application_name(name: str, project_name: str | None) -> str:

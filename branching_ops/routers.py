@@ -18,13 +18,19 @@ from typing import TypeVar
 
 from asgiref.sync import iscoroutinefunction
 
+from branching_ops.names import ALIAS_PREFIX
 from branching_ops.names import branch_alias
+
+__all__ = [
+    "BranchRouter",
+    "activate_branch",
+]
 
 _active_aliases: ContextVar[tuple[str, ...]] = ContextVar(
     "branching_ops_active_aliases", default=()
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 class activate_branch:
@@ -49,7 +55,7 @@ class activate_branch:
             # Entered in another context (another thread or task): popping
             # here would route this context's queries to the wrong branch.
             raise RuntimeError(
-                f"activate_branch({self.alias.removeprefix('schema_')!r}) is exited in a "
+                f"activate_branch({self.alias.removeprefix(ALIAS_PREFIX)!r}) is exited in a "
                 "different context from the one it was entered in (another thread or "
                 "asyncio task), or out of order."
             )
@@ -61,7 +67,7 @@ class activate_branch:
     async def __aexit__(self, *exc_info: object) -> None:
         self.__exit__(*exc_info)
 
-    def __call__(self, func: F) -> F:
+    def __call__(self, func: _F) -> _F:
         if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
             # Context variables follow the code that iterates a generator, not
             # the generator: the branch would leak into the caller between

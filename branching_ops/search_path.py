@@ -1,17 +1,7 @@
 """Deliver a branch's ``search_path`` and check that the server really uses it.
 
-A branch is only as good as its ``search_path``: a connection that silently
-falls back to ``"$user", public`` reads and writes the wrong schema with no
-error. That is exactly what a pooler does when it drops the libpq ``options``
-startup parameter (PgBouncer with ``ignore_startup_parameters = options``).
-
-The same happens when the path is right but names a schema that does not
-exist (a typo, a branch not created yet or already dropped): PostgreSQL
-skips it without a word, and ``public`` answers in its place.
-
-The branch backend (:mod:`branching_ops.backend.base`) calls in here at three
-moments: when the server refuses a new connection, right after it is opened,
-before any query of the caller runs on it, and in Django's health check.
+A pooler that drops it, or a missing schema, silently leaves ``public`` to
+answer; the docs' How it works page says when the backend calls in here.
 """
 
 from __future__ import annotations
@@ -26,9 +16,16 @@ from typing import ClassVar
 from django.core.exceptions import ImproperlyConfigured
 from django.db import OperationalError
 
+__all__ = [
+    "BranchDoesNotExist",
+    "BranchSearchPath",
+    "SearchPathError",
+    "SearchPathRefused",
+]
+
 logger = logging.getLogger("branching_ops")
 
-DOCS_SECTION = (
+_DOCS_SECTION = (
     "see 'Behind PgBouncer' (docs/pgbouncer.md) in the django-branching-ops documentation"
 )
 
@@ -37,11 +34,8 @@ DOCS_SECTION = (
 class BranchSearchPath:
     """How a branch connection gets its ``search_path``, and whether it is checked.
 
-    :func:`~branching_ops.databases.build_branch_settings` writes it into the
-    alias' ``OPTIONS`` (:meth:`options`) and the branch backend reads it back
-    (:meth:`from_options`): three plain keys, so that settings stay plain data
-    a project's own mapping can write too, and that the backend removes
-    before libpq sees ``OPTIONS``, as Django does with ``pool``.
+    Carried in ``OPTIONS`` as plain keys (plain data a project's own mapping
+    can write too), which the backend removes before libpq sees them.
     """
 
     path: str
@@ -50,21 +44,35 @@ class BranchSearchPath:
     """``SET`` it right after connecting (``"session"`` mode), not as a startup option."""
     verify: bool
     """Check on every new connection that the server searches the branch."""
+    per_transaction: bool = False
+    """Send it with the first statement of every transaction (``"transaction"`` mode)."""
 
-    KEYS: ClassVar[tuple[str, str, str]] = ("search_path", "set_search_path", "verify_search_path")
+    KEYS: ClassVar[tuple[str, ...]] = (
+        "search_path",
+        "set_search_path",
+        "verify_search_path",
+        "search_path_per_transaction",
+    )
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> BranchSearchPath | None:
         """Read from ``OPTIONS``; ``None`` when they carry no branch ``search_path``."""
-        path, set_after_connecting, verify = (options.get(key) for key in cls.KEYS)
+        path, set_after_connecting, verify, per_transaction = (
+            options.get(key) for key in cls.KEYS
+        )
         if path is None:
             return None
-        return cls(str(path), bool(set_after_connecting), bool(verify))
+        return cls(str(path), bool(set_after_connecting), bool(verify), bool(per_transaction))
 
     def options(self) -> dict[str, object]:
         """The ``OPTIONS`` entries that carry it."""
-        values = (self.path, self.set_after_connecting, self.verify)
+        values = (self.path, self.set_after_connecting, self.verify, self.per_transaction)
         return dict(zip(self.KEYS, values, strict=True))
+
+    @property
+    def at_startup(self) -> bool:
+        """Passed in libpq's ``options`` startup parameter (``"startup"`` mode)."""
+        return not (self.set_after_connecting or self.per_transaction)
 
     @property
     def schemas(self) -> list[str]:
@@ -95,14 +103,8 @@ class SearchPathRefused(SearchPathError):
 class BranchDoesNotExist(SearchPathError, OperationalError):
     """The branch's schema does not exist on the database the connection reached.
 
-    PostgreSQL leaves a missing schema out of the effective ``search_path``
-    without an error, so every query would run on the schemas after it
-    (``public``). The connection is closed before this is raised.
-
-    A :class:`SearchPathError`, and an ``OperationalError`` as Django raises
-    when the *database* named in ``DATABASES`` does not exist: code that
-    answers "database unavailable" (``except DatabaseError``) answers a
-    missing branch the same way.
+    Also an ``OperationalError``, as for a missing database: code that answers
+    ``except DatabaseError`` answers a missing branch the same way.
     """
 
     kind = "missing_schema"
@@ -112,13 +114,8 @@ def _schemas(search_path: str) -> list[str]:
     return [schema.strip() for schema in search_path.split(",")]
 
 
-# One round trip answers the path the session has, the schemas PostgreSQL
-# really searches (current_schemas() leaves out those that do not exist or
-# that the role may not use), and whether the branch's schema exists at all
-# (to_regnamespace() reads the catalog cache: no query on pg_namespace to
-# plan on a new backend). In session mode the SET runs in the same
-# statement; OFFSET 0 keeps it in a subquery that runs before
-# current_schemas() reads the new path.
+# One round trip: the session's path, the schemas really searched, whether
+# the branch exists. OFFSET 0 runs the SET before current_schemas() reads it.
 _SCHEMA_EXISTS = "pg_catalog.to_regnamespace(%s) IS NOT NULL"
 SET_AND_CHECK_SQL = (
     f"SELECT path, pg_catalog.current_schemas(false), {_SCHEMA_EXISTS} "
@@ -128,20 +125,27 @@ CHECK_SQL = (
     "SELECT pg_catalog.current_setting('search_path'), "
     f"pg_catalog.current_schemas(false), {_SCHEMA_EXISTS}"
 )
-HEALTH_CHECK_SQL = "SELECT %s = ANY(pg_catalog.current_schemas(false))"
+_HEALTH_CHECK_SQL = "SELECT %s = ANY(pg_catalog.current_schemas(false))"
+
+# "transaction" mode: the path for this transaction only, and an error (3F000
+# missing schema, 42501 no USAGE) that skips the statement queued behind it.
+TRANSACTION_SQL = (
+    "SELECT pg_catalog.set_config(CASE WHEN pg_catalog.has_schema_privilege(%(branch)s, "
+    "'USAGE') THEN 'search_path' ELSE CAST(CAST(%(branch)s || '.search_path' AS "
+    "pg_catalog.regclass) AS text) END, %(path)s, true)"
+)
+_MISSING_SCHEMA = "3F000"
+_NO_USAGE = "42501"
 
 
 def apply_search_path(connection: Any, alias: str, search_path: BranchSearchPath | None) -> None:
     """``SET`` (session mode) and/or check (``verify_search_path``) on a new connection.
 
-    ``connection`` is the raw DB-API connection: the query runs outside
-    Django's cursor wrappers, so it never shows in ``connection.queries`` or
-    ``assertNumQueries()``, like Django's own time zone setup. Setting and
-    checking share one round trip: ``set_config()`` answers the value the
-    session now has, and the same statement says whether the branch's schema
-    is really searched (:func:`check_schema_searched`).
+    On the raw DB-API connection, so it never shows in ``assertNumQueries()``.
     """
-    if search_path is None or not (search_path.set_after_connecting or search_path.verify):
+    if search_path is None or search_path.per_transaction:
+        return  # per transaction: a pooled server connection proves nothing at connect
+    if not (search_path.set_after_connecting or search_path.verify):
         return
     expected, branch = search_path.path, search_path.branch
     set_it = search_path.set_after_connecting
@@ -167,45 +171,71 @@ def apply_search_path(connection: Any, alias: str, search_path: BranchSearchPath
         raise SearchPathError(
             f"Branch connection {alias!r} has search_path {actual!r} on the server, "
             f"not {expected!r}. {cause} The connection was closed before any query "
-            f"ran on it; {DOCS_SECTION}."
+            f"ran on it; {_DOCS_SECTION}."
         )
-    check_schema_searched(connection, alias, branch, searched, exists)
+    _check_schema_searched(connection, alias, branch, searched, exists)
 
 
-def check_schema_searched(
+def transaction_refused_error(
+    connection: Any, alias: str, search_path: BranchSearchPath, error: Exception
+) -> Exception:
+    """Our explanation when the server refused :data:`TRANSACTION_SQL`, else ``error``.
+
+    The same codes from the caller's own statement (another schema) pass as they are.
+    """
+    sqlstate = getattr(error, "sqlstate", None)
+    diag = getattr(error, "diag", None)
+    said = getattr(diag, "message_primary", None) or ""
+    about_branch = re.search(rf'\bschema "?{re.escape(search_path.branch)}"?(?: |$)', said)
+    if sqlstate not in (_MISSING_SCHEMA, _NO_USAGE) or about_branch is None:
+        return error
+    tail = ", ".join(search_path.schemas[1:]) or "nothing"
+    return _not_searched_error(
+        connection, alias, search_path.branch, tail, sqlstate == _NO_USAGE, _REFUSED
+    )
+
+
+_CLOSED = "The connection was closed before any query ran on it"
+_REFUSED = "The transaction was refused before any statement of it ran"
+
+
+def _check_schema_searched(
     connection: Any, alias: str, branch: str, searched: list[str], exists: bool
 ) -> None:
     """Raise unless ``branch`` is among the schemas the server really searches."""
     if branch in searched:
         return
+    instead = ", ".join(searched) or "nothing"
+    raise _not_searched_error(connection, alias, branch, instead, exists, _CLOSED)
+
+
+def _not_searched_error(
+    connection: Any, alias: str, branch: str, instead: str, exists: bool, outcome: str
+) -> SearchPathError:
     database = connection.info.dbname
     if not exists:
-        raise BranchDoesNotExist(
+        return BranchDoesNotExist(
             f"Branch {branch!r} does not exist: database {database!r} has no schema "
-            f"{branch!r}, so connection {alias!r} would read and write "
-            f"{', '.join(searched) or 'nothing'} instead. The connection was closed before "
-            f"any query ran on it. Create the branch first (manage.py branch_create "
-            f"{branch}) or correct its name."
+            f"{branch!r}, so connection {alias!r} would read and write {instead} instead. "
+            f"{outcome}. Create the branch first (manage.py branch_create {branch}) or "
+            f"correct its name."
         )
     role = connection.info.user
-    raise SearchPathError(
+    return SearchPathError(
         f"Branch connection {alias!r} may not use schema {branch!r} on database "
         f"{database!r}: role {role!r} has no USAGE privilege on it, so its queries would "
-        f"run on {', '.join(searched) or 'nothing'} instead. The connection was closed "
-        f"before any query ran on it; GRANT USAGE ON SCHEMA {branch} TO {role}."
+        f"run on {instead} instead. {outcome}; GRANT USAGE ON SCHEMA {branch} TO {role}."
     )
 
 
 def branch_schema_searched(connection: Any, alias: str, branch: str) -> bool:
     """Whether the branch's schema is still searched on an open connection.
 
-    Django's health check (``CONN_HEALTH_CHECKS``) runs a query before
-    reusing a persistent connection: this is that query, asking one thing
-    more, so a branch dropped under an open connection makes it unusable
-    instead of silently falling through to ``public``.
+    Django's health check query, asking one thing more: a dropped branch
+    makes its connection unusable instead of falling through to ``public``.
     """
     with connection.cursor() as cursor:
-        cursor.execute(HEALTH_CHECK_SQL, [branch])
+        cursor.execute(_HEALTH_CHECK_SQL, [branch])
         (searched,) = cursor.fetchone()
     if not searched:
         logger.warning(
@@ -223,14 +253,9 @@ _SERVER_MESSAGE_RE = re.compile(r"FATAL:\s+(.*)")
 def startup_rejected_error(
     alias: str, search_path: BranchSearchPath | None, exc: Exception
 ) -> Exception:
-    """Our explanation when a pooler refuses the ``search_path`` startup option, else ``exc``.
-
-    PgBouncer before 1.20 refuses the ``options`` startup parameter outright;
-    later versions refuse a ``-c search_path`` inside it unless
-    ``track_extra_parameters`` includes ``search_path``.
-    """
+    """Our explanation when a pooler refuses the ``search_path`` startup option, else ``exc``."""
     message = str(exc)
-    at_startup = search_path is not None and not search_path.set_after_connecting
+    at_startup = search_path is not None and search_path.at_startup
     if not at_startup or "unsupported startup parameter" not in message:
         return exc
     match = _SERVER_MESSAGE_RE.search(message)
@@ -240,5 +265,5 @@ def startup_rejected_error(
         "pooler in front of PostgreSQL does not accept the branch's search_path as a "
         "startup option (PgBouncer before 1.20, or without track_extra_parameters = "
         "search_path). Set BRANCHING_OPS['SEARCH_PATH'] = 'session' and use session "
-        f"pooling; {DOCS_SECTION}."
+        f"pooling; {_DOCS_SECTION}."
     )

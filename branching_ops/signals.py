@@ -6,7 +6,26 @@ with no receiver connected, sending one costs a dictionary lookup.
 
 from __future__ import annotations
 
+from typing import Literal
+from typing import get_args
+
 from django.dispatch import Signal
+
+__all__ = [
+    "CLOSE_REASONS",
+    "CloseReason",
+    "branch_alias_tracked",
+    "branch_alias_untracked",
+    "branch_connection_closed",
+    "branch_connection_failed",
+    "branch_connection_opened",
+    "job_process_exited",
+]
+
+CloseReason = Literal["obsolete", "shutdown", "cap", "external"]
+"""Why a branch connection closed: the ``reason`` of ``branch_connection_closed``."""
+
+CLOSE_REASONS: tuple[CloseReason, ...] = get_args(CloseReason)
 
 branch_alias_tracked = Signal()
 """Sent when a thread starts tracking a branch alias (its wrapper was created).
@@ -33,12 +52,13 @@ branch_connection_closed = Signal()
 """Sent after a branch connection that sent ``branch_connection_opened`` closed.
 
 Arguments: ``sender`` (the connection wrapper's class), ``alias`` and
-``reason``: ``"obsolete"`` (unusable or past ``CONN_MAX_AGE`` at a boundary),
-``"shutdown"`` (every connection of the thread closed: end of a command or
-job, before a fork), ``"cap"`` (the least recently used one, to stay within
-``MAX_CONNECTIONS_PER_THREAD``) or ``"external"`` (other code closed it, or
-dropped its wrapper, e.g. ``connections[alias].close()``: sent when this
-package next looks at the alias, at a boundary or when it reconnects).
+``reason`` (a :data:`CloseReason`): ``"obsolete"`` (unusable or past
+``CONN_MAX_AGE`` at a boundary), ``"shutdown"`` (every connection of the
+thread closed: end of a command or job, before a fork), ``"cap"`` (the least
+recently used one, to stay within ``MAX_CONNECTIONS_PER_THREAD``) or
+``"external"`` (other code closed it, or dropped its wrapper, e.g.
+``connections[alias].close()``: sent when this package next looks at the
+alias, at a boundary or when it reconnects).
 """
 
 branch_connection_failed = Signal()

@@ -1,29 +1,7 @@
-"""The shared mechanism: per-thread tracking of open branch connections.
+"""Per-thread tracking of branch connections, and the one loop that closes them.
 
-Django closes what it can iterate; branch aliases are never iterated, so this
-module remembers, per thread, every branch alias whose connection wrapper was
-created, and applies Django's own lifetime rules to them at the boundaries
-the entry points (HTTP signals, RQ workers, commands) mark. Every entry point
-closes through one loop, :func:`close_connections`: the same never-raise
-rule, the same care for connections inside ``atomic()``.
-
-The state has the storage semantics of ``django.db.connections``
-(``asgiref.local.Local(thread_critical=True)``): a tracked alias always names
-a connection that the current thread owns. A context-local tracker leaks
-under ASGI, where the same context can move between threads.
-
-A boundary pass runs twice per request, so it is kept to what Django's own
-``close_old_connections()`` does: the thread's state is read once, and a
-connected branch's wrapper is remembered when it connects, not looked up in
-``connections`` again at every pass; a thread that tracks nothing returns at
-once.
-
-With ``MAX_CONNECTIONS_PER_THREAD`` set, a thread's tracked aliases are kept
-in least-recently-used order: an alias moves to the end when its wrapper is
-created, when it connects, and (through an execute wrapper installed at
-connect time, only while a cap is set) at every query. Before a new branch
-wrapper is created, the least recently used idle connections are closed so
-that opening it stays within the cap.
+Django closes only the aliases it can iterate; the docs' How it works page
+tells the rest (the thread state, the fast path, the cap).
 """
 
 from __future__ import annotations
@@ -43,10 +21,19 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from branching_ops import pools
 from branching_ops.conf import conf
+from branching_ops.signals import CloseReason
 from branching_ops.signals import branch_alias_tracked
 from branching_ops.signals import branch_alias_untracked
 from branching_ops.signals import branch_connection_closed
 from branching_ops.signals import branch_connection_opened
+
+__all__ = [
+    "close_branch_connections",
+    "close_connections",
+    "close_old_branch_connections",
+    "track",
+    "tracked_aliases",
+]
 
 logger = logging.getLogger("branching_ops")
 
@@ -55,19 +42,13 @@ class _ThreadState:
     __slots__ = ("aliases", "over_cap_warned")
 
     def __init__(self) -> None:
-        # Alias -> the wrapper that connected (branch_connection_opened was
-        # sent, branch_connection_closed is owed), or None before it connects.
-        # Least recently used first.
+        # Alias -> the wrapper that connected (a close signal is owed), or None.
         self.aliases: dict[str, BaseDatabaseWrapper | None] = {}
         self.over_cap_warned = False
 
 
-# asgiref's Local(thread_critical=True) keeps a thread's attributes in a
-# threading.local, or, while an event loop runs in the thread, per context.
-# It asks asyncio at every attribute access, by catching the RuntimeError
-# get_running_loop() raises in a thread without a loop: most of the cost of
-# a pass. _get_running_loop() (in asyncio.events.__all__) answers None
-# instead, so the same two stores are told apart for a fraction of it.
+# Local(thread_critical=True)'s two stores, told apart without its costly
+# get_running_loop() probe at every access.
 _sync_threads = threading.local()
 _loop_threads = Local(thread_critical=True)
 
@@ -83,13 +64,9 @@ def _state() -> _ThreadState:
 
 
 def track(alias: str) -> None:
-    """Start tracking branch ``alias`` on this thread.
+    """Start tracking branch ``alias`` on this thread; call it as its wrapper is created.
 
-    Call it when a connection wrapper for ``alias`` is created on this thread:
-    :class:`~branching_ops.databases.BranchDatabases` does so from
-    ``__getitem__``; a project with its own dynamic ``DATABASES`` mapping
-    calls it from its own ``__getitem__``. This is the moment before the new
-    wrapper can connect, so it is where the cap makes room.
+    That is before the wrapper can connect, so it is where the cap makes room.
     """
     state = _state()
     aliases = state.aliases
@@ -129,14 +106,24 @@ def close_old_branch_connections(aliases: Collection[str] | None = None, **kwarg
     be a signal receiver.
     """
     if aliases is None:
-        # close_connections()'s fast path (kept=kept_open), inlined: this runs
-        # twice per request, where one call less shows (benchmarks/README.md).
+        # all_kept(kept_open), inlined: twice per request, one call less shows.
         for wrapper in _state().aliases.values():
             if not kept_open(wrapper):
                 break
         else:
             return 0
-    return close_connections(close_if_unusable_or_obsolete, "obsolete", aliases, spare_atomic=True)
+    return close_connections(
+        close_if_unusable_or_obsolete, "obsolete", aliases, spare_atomic=logging.INFO
+    )
+
+
+def all_kept(kept: Callable[[BaseDatabaseWrapper | None], bool]) -> bool:
+    """Whether ``kept`` holds for every branch wrapper of this thread (None: not connected).
+
+    The fast path of the passes that run at every boundary: ``kept`` must be
+    true only of a wrapper that the pass's close rule would leave untouched.
+    """
+    return all(map(kept, _state().aliases.values()))
 
 
 _DJANGOS_CLOSE_IF_UNUSABLE_OR_OBSOLETE = BaseDatabaseWrapper.close_if_unusable_or_obsolete
@@ -149,17 +136,10 @@ def close_if_unusable_or_obsolete(wrapper: BaseDatabaseWrapper) -> None:
 
 
 def kept_open(wrapper: BaseDatabaseWrapper | None) -> bool:
-    """Whether Django's boundary rule keeps ``wrapper`` open, decided from its attributes.
+    """Whether Django's ``close_if_unusable_or_obsolete()`` would keep ``wrapper`` open.
 
-    At a boundary nearly every open connection is kept: Django's
-    ``close_if_unusable_or_obsolete()`` (the same from Django 4.2 to 6.1)
-    keeps one whose autocommit is as configured, that saw no error and is
-    younger than ``CONN_MAX_AGE``, and then only resets ``health_check_done``,
-    which this does too when it answers True. It is decided here without the
-    method's two event-loop probes (``get_autocommit()`` and
-    ``ensure_connection()`` are ``async_unsafe``): most of what a pass cost.
-    False means "ask Django's method": any other case, a wrapper that has not
-    connected (None), and any backend that overrides the method.
+    Read from its attributes, without the method's ``async_unsafe`` probes;
+    False means "ask Django's method" (not connected, or a backend overriding it).
     """
     if (
         wrapper is not None
@@ -175,68 +155,39 @@ def kept_open(wrapper: BaseDatabaseWrapper | None) -> bool:
 
 
 def close_branch_connections(aliases: Collection[str] | None = None) -> int:
-    """Close every branch connection this thread holds, unconditionally.
+    """Close every branch connection this thread holds (of ``aliases`` when given).
 
-    For the end of a job process, or before a fork; limited to ``aliases``
-    when given. Never raises. Returns how many it closed.
+    Never raises. Returns how many it closed.
     """
     return close_connections(BaseDatabaseWrapper.close, "shutdown", aliases)
 
 
 def close_connections(
     close: Callable[[BaseDatabaseWrapper], object],
-    reason: str,
+    reason: CloseReason,
     aliases: Collection[str] | None = None,
     *,
-    spare_atomic: bool = False,
-    django_connections: bool = False,
-    kept: Callable[[BaseDatabaseWrapper | None], bool] | None = None,
+    spare_atomic: int | None = None,
 ) -> int:
-    """The one close loop of every entry point: apply ``close`` to this thread's connections.
+    """The one close loop of every entry point: ``close`` on this thread's branch connections.
 
-    ``close`` is Django's ``close``, :func:`close_if_unusable_or_obsolete`, or
-    a rule of the caller's that ends in one of them; ``reason`` names it in
-    the logs and in ``branch_connection_closed``. It runs on each branch
-    connection of the thread (those of ``aliases`` when given); with
-    ``spare_atomic`` not on one inside an ``atomic()`` block, which is kept
-    and logged (at ``INFO`` at a boundary, at ``WARNING`` when everything was
-    to close). With ``django_connections`` it also runs on Django's own open
-    connections outside ``atomic()``: an RQ worker has no request boundary
-    that does it for them, and one inside ``atomic()`` belongs to code still
-    running around the worker (a test's transaction).
-
-    ``kept`` is the fast path of the passes that run at every boundary
-    (twice per request, twice per job): a predicate that is true only of a
-    branch wrapper ``close`` would leave open and untouched, such as
-    :func:`kept_open`. When it holds for every one, the branch loop and its
-    bookkeeping are skipped; any other answer sends the whole loop through
-    ``close``, so a wrong "false" costs time, never a close.
-
-    Never raises: a failure is logged and the loop goes on. A branch
-    connection left closed is untracked and its wrapper dropped. Returns how
-    many branch connections it closed.
+    ``reason`` is sent with ``branch_connection_closed``; with ``spare_atomic``
+    (a log level) one inside ``atomic()`` is kept and logged. Limited to
+    ``aliases`` when given. Never raises; returns how many it closed.
     """
-    if django_connections:
-        for static in connections.all(initialized_only=True):
-            if not static.in_atomic_block:
-                attempt(close, static)
     tracked = _state().aliases
-    if not tracked or (aliases is None and kept is not None and all(map(kept, tracked.values()))):
-        return 0
     closed = 0
     for alias, opened in list(tracked.items()):  # a copy: closing untracks
         if aliases is not None and alias not in aliases:
             continue
         wrapper = stored_wrapper(alias) if opened is None else opened
-        if wrapper is None:
-            # Dropped by someone else (``del connections[alias]``) before it
-            # ever connected: nothing to close.
-            _untrack(tracked, alias, None, "dropped", "external")
+        if wrapper is None:  # dropped by other code (del connections[alias]) before it connected
+            _untrack(tracked, alias, None, "external")
             continue
         was_open = wrapper.connection is not None
-        if was_open and spare_atomic and wrapper.in_atomic_block:
+        if was_open and spare_atomic is not None and wrapper.in_atomic_block:
             logger.log(
-                logging.INFO if reason == "obsolete" else logging.WARNING,
+                spare_atomic,
                 "Kept branch connection %s open: it is inside an atomic block.",
                 alias,
             )
@@ -247,9 +198,8 @@ def close_connections(
         if was_open:
             closed += 1
             logger.debug("Closed branch connection %s (%s).", alias, reason)
-        # Closed (or never opened): forget the wrapper, so memory follows the
-        # branches a thread has open, not every branch it ever saw.
-        _untrack(tracked, alias, wrapper, reason, reason if was_open else "external")
+        # Memory follows the branches a thread has open, not every branch it ever saw.
+        _untrack(tracked, alias, wrapper, reason if was_open or opened is None else "external")
     return closed
 
 
@@ -267,11 +217,10 @@ def attempt(
     wrapper: BaseDatabaseWrapper,
     what: str = "Closing connection",
 ) -> None:
-    """Apply ``action`` to ``wrapper``; a failure is logged with its traceback, never raised.
+    """Apply ``action`` to ``wrapper``; a failure is logged, never raised.
 
-    Cleanup runs where an exception would do harm (a signal receiver, a
-    ``finally``, rq's alarm handler): one failing connection must not stop
-    the others from closing.
+    Cleanup runs in receivers, ``finally`` blocks and alarm handlers: one
+    failing connection must not stop the others from closing.
     """
     try:
         action(wrapper)
@@ -282,14 +231,10 @@ def attempt(
 def on_connection_created(
     sender: object, connection: BaseDatabaseWrapper, **kwargs: object
 ) -> None:
-    """Receiver of Django's ``connection_created``: a tracked branch connected.
+    """Receiver of ``connection_created``: remember a tracked branch's wrapper as it connects.
 
-    Remembers the wrapper (so that passes need not look it up), marks it most
-    recently used and, with a cap, installs the per-query use recorder. A
-    wrapper that reconnects after someone else closed it did not pass through
-    :func:`track`; make room after the fact for it. A wrapper that is not the
-    one this thread holds for the alias (``connections.create_connection()``)
-    is not this thread's to manage.
+    With a cap, also record its use per query, and make room for a wrapper
+    that reconnected without passing through :func:`track`.
     """
     state = _state()
     aliases = state.aliases
@@ -315,9 +260,7 @@ def on_connection_created(
 class _UseRecorder:
     """An execute wrapper: each query moves its alias to the most recent end.
 
-    It holds the owning thread's order itself: a wrapper is only ever used on
-    the thread that created it, and a thread-local lookup per query would
-    cost more than the move.
+    It holds its thread's order itself: a lookup per query would cost more.
     """
 
     __slots__ = ("alias", "order")
@@ -337,9 +280,8 @@ class _UseRecorder:
 def _make_room(state: _ThreadState, limit: int, keep: str | None = None) -> None:
     """Close least recently used idle connections until at most ``limit`` are open.
 
-    ``keep`` is never closed. A connection inside ``atomic()`` is busy: when
-    only busy ones are left the thread goes over the cap, with one warning
-    until it is back within it.
+    ``keep`` is never closed, nor one inside ``atomic()``: then the thread goes
+    over the cap, with one warning until it is back within it.
     """
     connected = [
         (alias, wrapper)
@@ -368,29 +310,23 @@ def _untrack(
     aliases: dict[str, BaseDatabaseWrapper | None],
     alias: str,
     wrapper: BaseDatabaseWrapper | None,
-    reason: str,
-    closed_reason: str,
+    reason: CloseReason,
 ) -> None:
-    """Forget ``alias`` and drop its wrapper; ``closed_reason`` is sent if it had opened."""
+    """Forget ``alias`` and drop its wrapper; ``reason`` is sent if it had opened."""
     opened = aliases.pop(alias)
     stored = stored_wrapper(alias)
     if stored is not None and stored is not wrapper:
-        # Other code dropped the wrapper that connected and made another one
-        # since: that one is this thread's now, and tracked.
+        # Other code made another wrapper since: that one is tracked now.
         aliases[alias] = None
     else:
         if stored is not None:
             del connections[alias]
-        # Django remembers, per process, every alias whose server version it
-        # checked; forget this one too (checked again if it reconnects).
+        # Django's per-process set of aliases whose server version it checked.
         RAN_DB_VERSION_CHECK.discard(alias)
         pools.release(alias, wrapper)
         logger.debug("Untracked branch connection %s (%s).", alias, reason)
-    # A failing receiver (a metrics exporter) must not stop cleanup; Django
-    # logs its exception to the "django.dispatch" logger.
+    # send_robust: a failing receiver must not stop cleanup.
     if opened is not None:
-        branch_connection_closed.send_robust(
-            sender=type(opened), alias=alias, reason=closed_reason
-        )
+        branch_connection_closed.send_robust(sender=type(opened), alias=alias, reason=reason)
     if alias not in aliases:
         branch_alias_untracked.send_robust(sender=None, alias=alias)

@@ -36,6 +36,12 @@ def schemas(postgres: PostgresServer, dbname: str) -> list[str]:
     return [str(name) for (name,) in rows]
 
 
+def public_tables() -> int:
+    """How many tables ``public`` has: what ``branch_create --from-schema public`` copies."""
+    ((count,),) = execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+    return int(count)
+
+
 def execute(sql: str) -> list[tuple[Any, ...]]:
     with connections["default"].cursor() as cursor:
         cursor.execute(sql)

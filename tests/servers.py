@@ -25,9 +25,9 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any
 
-from branching_ops.testing._process import free_port
-from branching_ops.testing._process import stop_process
-from branching_ops.testing._process import wait_until
+from branching_ops.testing.processes import free_port
+from branching_ops.testing.processes import stop_process
+from branching_ops.testing.processes import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 THREADS = 4

@@ -10,8 +10,8 @@ from django.db import IntegrityError
 from django.db import connections
 
 from branching_ops.routers import activate_branch
-from branching_ops.testing._process import wait_until
 from branching_ops.testing.postgres import PostgresServer
+from branching_ops.testing.processes import wait_until
 from tests.conftest import APP_ROLE
 from tests.operations import execute
 from tests.operations import run

@@ -18,6 +18,7 @@ OVERRIDES: dict[str, Any] = {
     "BRANCH_POOL_OPTIONS": {"min_size": 0, "max_size": 2},
     "SEARCH_PATH": "session",
     "VERIFY_SEARCH_PATH": False,
+    "PGBOUNCER_ADMIN": "host=127.0.0.1 port=6432 dbname=pgbouncer user=postgres",
 }
 
 

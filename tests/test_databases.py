@@ -49,6 +49,7 @@ def test_branch_settings_derive_from_configured_default() -> None:
             "search_path": "feature_x,public",
             "set_search_path": False,
             "verify_search_path": True,
+            "search_path_per_transaction": False,
         },
     }
     assert branch["CONN_MAX_AGE"] == 30
@@ -67,6 +68,7 @@ def test_branch_without_project_application_name() -> None:
         "search_path": "b,public",
         "set_search_path": False,
         "verify_search_path": True,
+        "search_path_per_transaction": False,
     }
 
 
@@ -98,6 +100,7 @@ def test_session_mode_leaves_the_startup_options_alone() -> None:
         "search_path": "b,public",
         "set_search_path": True,
         "verify_search_path": False,
+        "search_path_per_transaction": False,
     }
 
 
@@ -137,6 +140,7 @@ def test_build_branch_settings_from_a_plain_dict() -> None:
             "search_path": "b,public",
             "set_search_path": False,
             "verify_search_path": True,
+            "search_path_per_transaction": False,
         },
         "TEST": {},
     }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import math
 import os
 import re
 import shutil
@@ -26,7 +27,8 @@ import psycopg
 import pytest
 
 from branching_ops.demo import cli
-from branching_ops.testing._process import wait_until
+from branching_ops.demo import report
+from branching_ops.testing.processes import wait_until
 
 THREADS = 2
 BRANCHES = 12
@@ -41,7 +43,7 @@ RESULT_KEYS = {
 }  # fmt: skip
 PROGRESS_LINE = re.compile(
     r"(http|persistent|worker|command) +\S.* \[#+\] (\d+)/\2 (requests|jobs|runs)"
-    r"  failed \d+  branch backends \d+"
+    r"  failed (\d+)  left open (\d+)"
 )
 
 
@@ -83,6 +85,11 @@ def test_every_scenario_shows_what_the_picture_claims(tmp_path: Path, demo_tmp: 
     assert all(PROGRESS_LINE.fullmatch(line) for line in lines), stderr
 
     document = json.loads(stdout)
+    # Each run's line says what its row of the table says.
+    for line, result in zip(lines, document["results"], strict=True):
+        shown = PROGRESS_LINE.fullmatch(line)
+        assert shown is not None
+        assert (int(shown[4]), int(shown[5])) == (result["failed"], result["final_backends"])
     assert set(document) == {"params", "plot", "results"}
     plot = tmp_path / "branching-ops-demo.png"
     assert document["plot"] == str(plot)
@@ -113,6 +120,9 @@ def test_every_scenario_shows_what_the_picture_claims(tmp_path: Path, demo_tmp: 
         # The upstream fix remembers every branch it ever served.
         assert upstream["tracked_aliases"] > ours["tracked_aliases"], scenario
         assert plain["tracked_aliases"] is None, scenario
+
+    # The command's checkpoint closes each branch before the next one opens.
+    assert runs["command", "branching_ops"]["peak_backends"] < math.ceil(BRANCHES / RUNS)
 
     # Request signals with CONN_MAX_AGE=0: the upstream fix closes as well as
     # ours; the difference is what it keeps remembering.
@@ -288,7 +298,17 @@ def test_out_in_a_missing_directory_is_refused_before_anything_starts(
     [
         ("--threads=0", "argument --threads: must be at least 1, not 0"),
         ("--conn-max-age=0", "argument --conn-max-age: must be at least 1, not 0"),
-        ("--requests=x", "argument --requests: invalid positive value: 'x'"),
+        ("--requests=x", "argument --requests: invalid integer value: 'x'"),
+        # PostgreSQL itself refuses max_connections <= superuser_reserved_connections (3).
+        ("--max-connections=3", "argument --max-connections: must be at least 6, not 3"),
+        ("--max-connections=5", "argument --max-connections: must be at least 6, not 5"),
+        (
+            "--max-connections=10001",
+            "argument --max-connections: must be at most 10000, not 10001",
+        ),
+        ("--branches=0", "argument --branches: must be at least 1, not 0"),
+        ("--jobs=-1", "argument --jobs: must be at least 1, not -1"),
+        ("--runs=0", "argument --runs: must be at least 1, not 0"),
         (
             "--only=http,cron",
             "argument --only: unknown scenario 'cron' "
@@ -307,7 +327,77 @@ def test_bad_flags_are_refused(
     assert _refused([flag], capsys).endswith(f"error: {message}\n")
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--max-connections=8"],
+            "--threads 4 needs up to 8 connections at once for the http and persistent "
+            "scenarios (2 per server thread: a closed connection's slot is free only once its "
+            "backend has exited), and --max-connections 8 leaves 4 (3 are reserved for "
+            "superusers, 1 is the demo's monitor): use --max-connections 12 or more, or "
+            "--threads 2 or fewer",
+        ),
+        (
+            ["--max-connections=10", "--threads=4", "--only=persistent,worker"],
+            "--threads 4 needs up to 8 connections at once for the persistent scenario "
+            "(2 per server thread: a closed connection's slot is free only once its backend "
+            "has exited), and --max-connections 10 leaves 6 (3 are reserved for superusers, "
+            "1 is the demo's monitor): use --max-connections 12 or more, or --threads 3 or "
+            "fewer",
+        ),
+    ],
+)
+def test_sizes_no_mode_could_serve_are_refused_before_anything_starts(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str], nothing_runs: None
+) -> None:
+    assert _refused(argv, capsys).endswith(f"error: {message}\n")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        # The smallest server: room for one thread (2 slots), all the worker and
+        # the command loop need (it checkpoints after each branch).
+        ["--max-connections=6", "--threads=1"],
+        ["--max-connections=6", "--only=worker,command", "--runs=1"],
+        ["--max-connections=12"],
+        ["--max-connections=6", "--threads=50", "--only=worker,command"],
+    ],
+)
+def test_sizes_a_mode_can_serve_are_accepted(argv: list[str]) -> None:
+    args = cli.parse(cli.parser(), argv)
+
+    assert cli.unservable(cli.params_from(args)) is None
+
+
+@pytest.mark.parametrize(
+    ("command", "usage"),
+    [
+        ([str(Path(sys.executable).with_name("branching-ops-demo"))], "branching-ops-demo"),
+        ([sys.executable, "-m", "branching_ops.demo"], "python -m branching_ops.demo"),
+    ],
+)
+def test_help_names_the_command_as_typed(command: list[str], usage: str) -> None:
+    shown = subprocess.run(
+        [*command, "--help"], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    assert shown.stdout.startswith(f"usage: {usage} [-h] [--only SCENARIOS]")
+    assert "--max-connections MAX_CONNECTIONS" in shown.stdout
+
+
 def test_only_keeps_the_demo_order() -> None:
     args = cli.parser().parse_args(["--only", "command, http,command"])
 
     assert args.only == ("http", "command")
+
+
+def test_failures_are_marked_on_the_plotted_line() -> None:
+    timeline = [(0.0, 0), (0.1, 10), (0.2, 36), (0.3, 36)]
+
+    assert report.backends_at(timeline, 0.15) == pytest.approx(23)
+    assert report.backends_at(timeline, 0.2) == 36
+    assert report.backends_at(timeline, 5.0) == 36
+    assert report.backends_at(timeline, -1.0) == 0
+    assert report.backends_at([], 1.0) == 0

@@ -9,6 +9,8 @@ that cannot be understood (or loaded) one without the other.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "branching_ops"
@@ -89,3 +91,19 @@ def test_the_graph_is_read() -> None:
 
 def test_no_import_cycle_inside_the_package() -> None:
     assert cycles(import_graph()) == []
+
+
+def test_the_netbox_plugin_outside_netbox_says_what_it_is() -> None:
+    imported = subprocess.run(
+        [sys.executable, "-c", "import branching_ops_netbox"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert imported.returncode == 1
+    assert imported.stderr.rstrip().splitlines()[-1] == (
+        "ImportError: branching_ops_netbox is a NetBox plugin: list it in NetBox's "
+        'configuration, PLUGINS = ["netbox_branching", "branching_ops_netbox"], and run '
+        'NetBox. Outside NetBox, add "branching_ops" to INSTALLED_APPS instead.'
+    )

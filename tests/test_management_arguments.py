@@ -8,8 +8,8 @@ import pytest
 from django.core.management.base import CommandError
 from django.db import connections
 
-from branching_ops.testing._process import free_port
 from branching_ops.testing.postgres import PostgresServer
+from branching_ops.testing.processes import free_port
 from branching_ops.tracking import tracked_aliases
 from tests.operations import execute
 from tests.operations import run

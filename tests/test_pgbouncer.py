@@ -22,11 +22,11 @@ from branching_ops.routers import activate_branch
 from branching_ops.search_path import SET_AND_CHECK_SQL
 from branching_ops.search_path import BranchDoesNotExist
 from branching_ops.search_path import SearchPathError
-from branching_ops.testing._process import wait_until
 from branching_ops.testing.pgbouncer import PgBouncer
 from branching_ops.testing.pgbouncer import find_pgbouncer
 from branching_ops.testing.pgbouncer import running_pgbouncer
 from branching_ops.testing.postgres import PostgresServer
+from branching_ops.testing.processes import wait_until
 from branching_ops.tracking import stored_wrapper
 from branching_ops.tracking import tracked_aliases
 from tests.backends import BranchBackends

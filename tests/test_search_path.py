@@ -24,14 +24,14 @@ from branching_ops.search_path import SET_AND_CHECK_SQL
 from branching_ops.search_path import BranchDoesNotExist
 from branching_ops.search_path import BranchSearchPath
 from branching_ops.search_path import SearchPathError
-from branching_ops.testing._process import free_port
 from branching_ops.testing.postgres import PostgresServer
+from branching_ops.testing.processes import free_port
 from branching_ops.tracking import stored_wrapper
 from tests.backends import BranchBackends
 from tests.conftest import Branches
 from tests.statements import as_logged
 from tests.statements import write_to_missing_branch
-from tests.test_pool import pooled_default  # noqa: F401 - a fixture
+from tests.test_pools import pooled_default  # noqa: F401 - a fixture
 from tests.testapp.models import Note
 
 SESSION = {"SEARCH_PATH": "session"}
@@ -63,7 +63,7 @@ def test_both_modes_give_the_branch_its_search_path(
 
     params = connections["schema_both"].get_connection_params()
     assert ("search_path" in params.get("options", "")) == (mode == "startup")
-    assert not {"search_path", "set_search_path", "verify_search_path"} & params.keys()
+    assert not set(BranchSearchPath.KEYS) & params.keys()
     branch_backends.wait_for(["branch:both"])
 
 
@@ -153,13 +153,17 @@ def test_other_connection_failures_keep_djangos_error(
     [
         ({}, []),
         ({"SEARCH_PATH": "session", "VERIFY_SEARCH_PATH": False}, []),
+        ({"SEARCH_PATH": "transaction"}, []),
         (
             {"SEARCH_PATH": "sesion"},
             [
                 Error(
-                    "BRANCHING_OPS['SEARCH_PATH'] must be 'startup' or 'session', not 'sesion'.",
+                    "BRANCHING_OPS['SEARCH_PATH'] must be 'startup', 'session' or "
+                    "'transaction', not 'sesion'.",
                     hint="'startup' passes the search_path in the libpq options (no extra "
-                    "round trip); 'session' sets it right after connecting (behind PgBouncer).",
+                    "round trip); 'session' sets it right after connecting (PgBouncer session "
+                    "pooling); 'transaction' sends it with every transaction (transaction "
+                    "pooling).",
                     id="branching_ops.E020",
                 )
             ],
@@ -328,6 +332,7 @@ def test_branch_search_path_travels_in_options_and_back() -> None:
         "search_path": "feature_x,shared, public",
         "set_search_path": False,
         "verify_search_path": True,
+        "search_path_per_transaction": False,
     }
     assert BranchSearchPath.from_options({"sslmode": "require", **options}) == search_path
     assert BranchSearchPath.from_options({"sslmode": "require"}) is None

@@ -16,9 +16,9 @@ import django
 import pytest
 from django.db import connections
 
-from branching_ops.testing._process import wait_until
 from branching_ops.testing.postgres import PostgresServer
 from branching_ops.testing.postgres import running_postgres
+from branching_ops.testing.processes import wait_until
 from tests.backends import BranchBackends
 from tests.conftest import APP_ROLE
 from tests.conftest import Branches

@@ -9,6 +9,7 @@ pass raises, and that the thread's state is Django's connections' own.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable
 
@@ -113,28 +114,15 @@ def test_sparing_atomic_when_everything_was_to_close_warns(
     with transaction.atomic(using="schema_kept"):
         open_branch("kept")
 
-        closed = close_connections(BaseDatabaseWrapper.close, "shutdown", spare_atomic=True)
+        closed = close_connections(
+            BaseDatabaseWrapper.close, "shutdown", spare_atomic=logging.WARNING
+        )
 
         assert closed == 0
         assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
             ("WARNING", "Kept branch connection schema_kept open: it is inside an atomic block.")
         ]
     branch_backends.wait_for(["branch:kept"])
-
-
-@pytest.mark.usefixtures("transactional_db")
-def test_django_connections_on_request_and_never_inside_atomic() -> None:
-    """For RQ workers, whose jobs have no request boundary to close Django's own."""
-    default = connections["default"]
-    default.ensure_connection()
-
-    close_connections(BaseDatabaseWrapper.close, "shutdown")
-    assert default.connection is not None  # branches only
-    with transaction.atomic():
-        close_connections(BaseDatabaseWrapper.close, "shutdown", django_connections=True)
-        assert default.connection is not None  # code around is still using it
-    close_connections(BaseDatabaseWrapper.close, "shutdown", django_connections=True)
-    assert default.connection is None
 
 
 def test_cleanup_never_closes_inside_atomic(

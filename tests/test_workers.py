@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 from django.db import connections
+from django.db import transaction
 from fakeredis import FakeRedis
 from rq import Queue
 from rq import SimpleWorker
@@ -14,9 +15,11 @@ from rq import Worker
 from rq.job import Job
 from rq.job import JobStatus
 
+from branching_ops.tracking import close_branch_connections
 from branching_ops.tracking import tracked_aliases
 from branching_ops.workers import BranchSimpleWorker
 from branching_ops.workers import BranchWorker
+from branching_ops.workers import close_all_connections
 from tests.backends import BranchBackends
 from tests.conftest import Branches
 from tests.project.jobs import touch_branch
@@ -194,3 +197,18 @@ def test_worker_inside_a_test_transaction(
     finished(job)
     assert connections["default"].in_atomic_block
     assert list(Note.objects.values_list("text", flat=True)) == ["before"]
+
+
+@pytest.mark.usefixtures("transactional_db")
+def test_django_connections_closed_by_workers_never_inside_atomic() -> None:
+    """A job has no request boundary to close Django's own connections."""
+    default = connections["default"]
+    default.ensure_connection()
+
+    close_branch_connections()
+    assert default.connection is not None  # branches only
+    with transaction.atomic():
+        close_all_connections()
+        assert default.connection is not None  # code around is still using it
+    close_all_connections()
+    assert default.connection is None

@@ -11,8 +11,8 @@ from rq import Queue
 from rq.job import Job
 from rq.job import JobStatus
 
-from branching_ops.testing._process import wait_until
 from branching_ops.testing.postgres import PostgresServer
+from branching_ops.testing.processes import wait_until
 from tests.backends import BranchBackends
 from tests.conftest import Branches
 from tests.rqworkers import JOBS

@@ -8,9 +8,9 @@ from django.core.management.base import BaseCommand
 from netbox_branching.models import Branch
 
 from branching_ops.management.base import BranchCommand
+from tests_netbox.instance import CLOSING
+from tests_netbox.instance import PLAIN
 from tests_netbox.jobs import branch_sites
-from tests_netbox.scenarios import CLOSING
-from tests_netbox.scenarios import PLAIN
 
 
 class TouchBranches(BaseCommand):

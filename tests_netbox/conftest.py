@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from collections.abc import Iterator
+from typing import Any
 
 import django
+import psycopg
 import pytest
 
 from branching_ops.testing.postgres import running_postgres
 from branching_ops.testing.redis import running_redis
+from tests_netbox.instance import DBNAME
+from tests_netbox.instance import ROLE
 from tests_netbox.instance import NetBox
 from tests_netbox.instance import Setting
 from tests_netbox.instance import start_netbox
@@ -30,6 +35,28 @@ def netbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetBox]:
 
 
 TIMINGS: dict[str, float] = {}
+
+Open = Callable[..., psycopg.Connection[Any]]
+
+
+@pytest.fixture
+def open_backend(netbox: NetBox) -> Iterator[Open]:
+    """``open_backend(application_name)``: a backend of NetBox's database, as NetBox's role."""
+    opened: list[psycopg.Connection[Any]] = []
+
+    def connect(application_name: str) -> psycopg.Connection[Any]:
+        connection = psycopg.connect(
+            netbox.postgres.conninfo(DBNAME, user=ROLE),
+            application_name=application_name,
+            autocommit=True,
+        )
+        opened.append(connection)
+        return connection
+
+    yield connect
+    for connection in opened:
+        connection.cancel()  # a backend in pg_sleep() would outlive its client
+        connection.close()
 
 
 @pytest.fixture(scope="session")

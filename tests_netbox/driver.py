@@ -108,9 +108,9 @@ def commands(runs: int) -> dict[str, list[dict[str, Any]]]:
     from branching_ops.tracking import close_branch_connections
     from tests_netbox.commands import COMMANDS
     from tests_netbox.instance import BRANCH_BACKENDS_SQL
-    from tests_netbox.scenarios import CAP
-    from tests_netbox.scenarios import PLAIN
-    from tests_netbox.scenarios import settled
+    from tests_netbox.instance import CAP
+    from tests_netbox.instance import PLAIN
+    from tests_netbox.instance import settled
 
     report: dict[str, list[dict[str, Any]]] = {}
     monitor = psycopg.connect(

@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,11 +41,32 @@ DBNAME = "netbox"
 ROLE = "netbox"
 BRANCHES = 10
 BIN = Path(sys.executable).parent
+CAP = 1  # the adapter's default MAX_CONNECTIONS_PER_THREAD
+# The two commands of the call_command() scenario (tests_netbox.commands).
+PLAIN = "call_command (BaseCommand)"
+CLOSING = "call_command (BranchCommand)"
+# A closed backend leaves within milliseconds on an idle machine; CI runs this
+# beside other environments on 2 cores, where a process exit can take longer.
+# Only a count that never comes down (stock's leaks) waits the whole time.
+SETTLE_SECONDS = 3.0
 # Branch backends: stock ones are labelled by tests_netbox.labeller.
 BRANCH_BACKENDS_SQL = (
     "SELECT pid, application_name, state, query FROM pg_stat_activity "
     f"WHERE datname = '{DBNAME}' AND position('{APPLICATION_NAME_MARKER}' in application_name) > 0"
 )
+
+
+def settled(count: Callable[[], int], allowance: int) -> int:
+    """``count()`` of branch backends, once closed ones had time to leave ``pg_stat_activity``.
+
+    A backend leaves it a moment after its client closed the connection:
+    wait (at most ``SETTLE_SECONDS``) for the count to come down to
+    ``allowance``, and return what it came down to.
+    """
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while (left := count()) > allowance and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
 
 
 def fixture_key() -> str:

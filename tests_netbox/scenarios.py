@@ -15,7 +15,6 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -26,14 +25,16 @@ import psycopg
 from rq.job import Job
 from rq.job import JobStatus
 
-from branching_ops.testing._process import free_port
-from branching_ops.testing._process import stop_process
-from branching_ops.testing._process import wait_until
+from branching_ops.testing.processes import free_port
+from branching_ops.testing.processes import stop_process
+from branching_ops.testing.processes import wait_until
 from tests_netbox.instance import BIN
 from tests_netbox.instance import BRANCH_BACKENDS_SQL
 from tests_netbox.instance import BRANCHES
+from tests_netbox.instance import SETTLE_SECONDS
 from tests_netbox.instance import NetBox
 from tests_netbox.instance import Setting
+from tests_netbox.instance import settled
 
 # The server the scenarios run against: 3 of these are reserved for
 # superusers (the monitor), the rest is NetBox's. Stock, at CONN_MAX_AGE 300,
@@ -46,14 +47,7 @@ CLOSED_REQUESTS = 4 * BRANCHES  # at CONN_MAX_AGE 0: each closes what it opened
 JOBS = 2 * BRANCHES  # in-process, round robin: each branch twice
 FORKED_JOBS = BRANCHES  # forking: one process per job
 COMMAND_RUNS = 2  # a second run shows what the first left does not add up
-CAP = 1  # the adapter's default MAX_CONNECTIONS_PER_THREAD
-PLAIN = "call_command (BaseCommand)"
-CLOSING = "call_command (BranchCommand)"
 EOF_LINE = "unexpected EOF on client connection"
-# A closed backend leaves within milliseconds on an idle machine; CI runs this
-# beside other environments on 2 cores, where a process exit can take longer.
-# Only a count that never comes down (stock's leaks) waits the whole time.
-SETTLE_SECONDS = 3.0
 
 STOCK_WORKERS = {"forking": "utilities.rqworker.NetBoxRQWorker", "in-process": "rq.SimpleWorker"}
 ADAPTER_WORKERS = {
@@ -121,19 +115,6 @@ class Sampler:
 
 def _branch_count(monitor: psycopg.Connection[tuple[object, ...]]) -> int:
     return len(monitor.execute(BRANCH_BACKENDS_SQL).fetchall())
-
-
-def settled(count: Callable[[], int], allowance: int) -> int:
-    """``count()`` of branch backends, once closed ones had time to leave ``pg_stat_activity``.
-
-    A backend leaves it a moment after its client closed the connection:
-    wait (at most ``SETTLE_SECONDS``) for the count to come down to
-    ``allowance``, and return what it came down to.
-    """
-    deadline = time.monotonic() + SETTLE_SECONDS
-    while (left := count()) > allowance and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return left
 
 
 def settled_left(netbox: NetBox, allowance: int) -> int:

@@ -153,7 +153,7 @@ def test_validate_refuses_missing_or_untested_netbox_branching(
     monkeypatch.setattr(plugin, "version", lambda distribution: "1.3.0")
     with pytest.raises(
         ImproperlyConfigured,
-        match=r"is tested with netboxlabs-netbox-branching<1\.3,>=1\.2, not 1\.3\.0",
+        match=r"is tested with netboxlabs-netbox-branching~=1\.2\.0 \(1\.2\.x\), not 1\.3\.0:",
     ):
         plugin.BranchingOpsNetBoxConfig.validate({}, "4.7.3")
     monkeypatch.setattr(plugin, "version", lambda distribution: "1.2.2")
@@ -183,9 +183,12 @@ def test_netbox_refuses_to_start_with_the_plugins_in_the_wrong_order(netbox: Net
     [
         ("branch_create", "create a branch in NetBox (Branching > Branches, or POST"),
         ("branch_drop", "delete the branch in NetBox (or DELETE"),
+        ("branch_migrate", "migrate branches in NetBox (a branch's Migrate button"),
     ],
 )
-def test_branch_create_and_drop_are_refused(netbox: NetBox, command: str, way: str) -> None:
+def test_commands_around_netbox_branching_are_refused(
+    netbox: NetBox, command: str, way: str
+) -> None:
     with pytest.raises(CommandError) as error:
         call_command(command, schema(netbox))
     assert str(error.value).startswith(

@@ -1,11 +1,13 @@
 """The demo's command loop: one process calling ``call_command()`` again and again.
 
 Like a scheduler, a shell session or a test suite does: each run works on a
-few branches. Plain Django and the upstream fix run a ``BaseCommand``
-(nothing of the upstream fix runs in commands); branching_ops runs the same
-command as a ``BranchCommand``. The process stays up after the last run,
-holding whatever the runs left open, until SIGTERM (or until the demo is
-gone: its stdin closes).
+few branches, with a checkpoint after each branch (docs/commands.md). Plain
+Django and the upstream fix run a ``BaseCommand`` whose checkpoint is
+Django's ``close_old_connections()`` (nothing of the upstream fix runs in
+commands); branching_ops runs the same command as a ``BranchCommand``, whose
+checkpoint is its ``close_old_branch_connections()``. The process stays up
+after the last run, holding whatever the runs left open, until SIGTERM (or
+until the demo is gone: its stdin closes).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from django.core.management import call_command
 from django.db import DatabaseError
+from django.db import close_old_connections
 from django.utils.module_loading import import_string
 
 from branching_ops.demo import child
@@ -49,8 +52,10 @@ def main(argv: list[str] | None = None) -> None:
             parser.add_argument("branches", nargs="+")
 
         def handle(self, *args: Any, branches: list[str], **options: Any) -> None:
+            checkpoint = getattr(self, "close_old_branch_connections", close_old_connections)
             for name in branches:
                 project.work_on_branch(name, SECONDS_PER_BRANCH)
+                checkpoint()
 
     child.emit(ready=True)
     sys.stdin.readline()  # the demo's go, once it watches the server

@@ -20,10 +20,14 @@ from typing import Any
 
 from branching_ops import activity
 from branching_ops.demo.project import Mode
-from branching_ops.testing._process import stop_process
+from branching_ops.testing.postgres import SUPERUSER_RESERVED_CONNECTIONS
 from branching_ops.testing.postgres import PostgresServer
+from branching_ops.testing.processes import stop_process
 
 DBNAME = "demo"
+# The demo's own connection to its server (Backends' monitor), a superuser's:
+# it takes an ordinary slot while one is free.
+MONITOR_CONNECTIONS = 1
 SAMPLE_EVERY = 0.05
 # What PostgreSQL answers when it has no slot left for an ordinary role: the
 # second once only the superuser-reserved slots are free.
@@ -86,6 +90,11 @@ class RunResult:
         self.too_many_clients += kind in OUT_OF_SLOTS
 
 
+def usable_slots(max_connections: int) -> int:
+    """The connections a server with ``max_connections`` leaves to the demo's processes."""
+    return max_connections - SUPERUSER_RESERVED_CONNECTIONS - MONITOR_CONNECTIONS
+
+
 def error_kind(text: str) -> str:
     """The server's message without the per-connection details (host, port)."""
     text = text.strip()
@@ -93,8 +102,9 @@ def error_kind(text: str) -> str:
     return (message if fatal else text).strip().splitlines()[0][:200] if text else "(empty)"
 
 
-# Called as the demo goes: (result so far, open branch backends right now).
-Progress = Callable[[RunResult, int], None]
+# Called as the demo goes: (result so far, open branch backends right now,
+# False); once more when the run is over: (result, backends it left open, True).
+Progress = Callable[[RunResult, int, bool], None]
 
 
 class Backends:
@@ -142,6 +152,10 @@ class Backends:
         Then stop sampling, and return that count: what the run left open.
         """
         deadline = time.monotonic() + timeout
+        # A sample taken after the work: the last one may predate it (a short run).
+        taken = len(self.timeline)
+        while len(self.timeline) == taken and self._thread.is_alive():
+            time.sleep(SAMPLE_EVERY / 5)
         last, since = self.latest, time.monotonic()
         while last and time.monotonic() < deadline and time.monotonic() - since < steady:
             time.sleep(SAMPLE_EVERY)
@@ -240,7 +254,7 @@ class Run:
 
     def show_progress(self) -> None:
         if self.progress is not None:
-            self.progress(self.result, self.backends.latest)
+            self.progress(self.result, self.backends.latest, False)
 
     def collect_outcomes(self, silence: float = 120) -> None:
         """Record each outcome the child reports until the run's total is reached.
@@ -262,6 +276,8 @@ class Run:
         """The work is over: count what is left open, and the process's memory."""
         self.result.final_backends = self.backends.settle()
         self.result.rss_mb = _rss_mb(self.child.process.pid)
+        if self.progress is not None:
+            self.progress(self.result, self.result.final_backends, True)
 
 
 def _rss_mb(pid: int) -> float | None:

@@ -15,8 +15,6 @@ from typing import Any
 import django
 from asgiref.local import Local
 from django.conf import settings
-from django.core.signals import request_finished
-from django.core.signals import request_started
 from django.db import DatabaseError
 from django.db import connections
 from django.http import HttpRequest
@@ -25,6 +23,7 @@ from django.http import JsonResponse
 from django.urls import re_path
 
 from branching_ops import tracking
+from branching_ops.apps import REQUEST_RECEIVERS
 from branching_ops.databases import BranchDatabases
 from branching_ops.names import ALIAS_PREFIX
 from branching_ops.names import branch_alias
@@ -106,16 +105,12 @@ BRANCHING_OPS = Mode(
 MODES = {mode.name: mode for mode in (PLAIN, UPSTREAM, BRANCHING_OPS)}
 
 _active = BRANCHING_OPS
-_RECEIVERS = (
-    (request_started, "branching_ops.request_started"),
-    (request_finished, "branching_ops.request_finished"),
-)
 
 
 def use_mode(mode: Mode) -> None:
     """Put ``mode``'s receivers in place of this package's (same ``dispatch_uid``)."""
     global _active
-    for signal, dispatch_uid in _RECEIVERS:
+    for signal, dispatch_uid in REQUEST_RECEIVERS:
         signal.disconnect(dispatch_uid=dispatch_uid)
         if mode.close_old is not None:
             signal.connect(mode.close_old, dispatch_uid=dispatch_uid)

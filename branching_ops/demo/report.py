@@ -10,8 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from branching_ops.demo.harness import MONITOR_CONNECTIONS
 from branching_ops.demo.harness import DemoParams
 from branching_ops.demo.harness import RunResult
+from branching_ops.demo.harness import usable_slots
 from branching_ops.demo.scenarios import SCENARIOS
 from branching_ops.testing.postgres import SUPERUSER_RESERVED_CONNECTIONS
 
@@ -20,31 +22,31 @@ COLORS = {"plain": "#d62728", "upstream": "#ff7f0e", "branching_ops": "#2ca02c"}
 
 
 class ProgressBars:
-    """One line per run, redrawn in place on a terminal, printed once elsewhere."""
+    """One line per run, redrawn in place on a terminal; its last state printed once elsewhere.
+
+    The last line gives what the table gives: failures, and the branch
+    backends the run left open.
+    """
 
     def __init__(self, stream: TextIO = sys.stderr) -> None:
         self.stream = stream
         self.live = stream.isatty()
-        self.current: tuple[str, str] | None = None
-        self.finished = False
         self.last_draw = 0.0
 
-    def __call__(self, result: RunResult, backends: int) -> None:
-        finished = result.done >= result.total
-        if self.current != (result.scenario, result.mode):
-            self.current, self.finished = (result.scenario, result.mode), False
-        elif self.finished or (not finished and time.monotonic() - self.last_draw < 0.1):
+    def __call__(self, result: RunResult, backends: int, over: bool) -> None:
+        if not over and (not self.live or time.monotonic() - self.last_draw < 0.1):
             return
-        self.last_draw, self.finished = time.monotonic(), finished
+        self.last_draw = time.monotonic()
         filled = BAR_WIDTH * result.done // max(result.total, 1)
         line = (
             f"{result.scenario:<10} {result.label:<37} "
             f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {result.done}/{result.total} "
-            f"{result.unit}  failed {result.failed}  branch backends {backends}"
+            f"{result.unit}  failed {result.failed}  "
+            + (f"left open {backends}" if over else f"branch backends {backends}")
         )
         if self.live:
-            self.stream.write(f"\r\033[K{line}" + ("\n" if finished else ""))
-        elif finished:
+            self.stream.write(f"\r\033[K{line}" + ("\n" if over else ""))
+        else:
             self.stream.write(line + "\n")
         self.stream.flush()
 
@@ -88,10 +90,22 @@ def table(results: Sequence[RunResult]) -> str:
     return "\n".join(lines)
 
 
-def backends_at(timeline: Sequence[tuple[float, int]], at: float) -> int:
-    """The last sampled count at or before ``at`` (the first sample before any)."""
-    index = bisect.bisect_right([t for t, _ in timeline], at)
-    return timeline[max(index - 1, 0)][1] if timeline else 0
+def backends_at(timeline: Sequence[tuple[float, int]], at: float) -> float:
+    """The count the plotted line shows at ``at``: between two samples, on the segment.
+
+    A failure is marked on its curve, not at the sample before it (which,
+    while the count climbs, sits far below it).
+    """
+    if not timeline:
+        return 0
+    times = [t for t, _ in timeline]
+    index = bisect.bisect_right(times, at)
+    if index == 0:
+        return timeline[0][1]
+    if index == len(timeline):
+        return timeline[-1][1]
+    (t0, n0), (t1, n1) = timeline[index - 1], timeline[index]
+    return n0 + (n1 - n0) * (at - t0) / (t1 - t0) if t1 > t0 else n1
 
 
 def legend(result: RunResult) -> str:
@@ -136,13 +150,14 @@ def plot(results: Sequence[RunResult], params: DemoParams, path: Path) -> None:
                     zorder=3,
                 )
         axis.axhline(
-            params.max_connections,
+            usable_slots(params.max_connections),
             color="black",
             linestyle="--",
             linewidth=1,
             label=(
-                f"max_connections = {params.max_connections} "
-                f"({SUPERUSER_RESERVED_CONNECTIONS} reserved for superusers)"
+                f"{usable_slots(params.max_connections)} usable: max_connections "
+                f"{params.max_connections}, {SUPERUSER_RESERVED_CONNECTIONS} reserved "
+                f"for superusers, {MONITOR_CONNECTIONS} the demo's monitor"
             ),
         )
         axis.set_title(SCENARIOS[name].title(params), fontsize=10)

@@ -20,9 +20,9 @@ from branching_ops.demo.project import MODES
 from branching_ops.demo.project import Mode
 from branching_ops.demo.scenarios import SCENARIOS
 from branching_ops.demo.scenarios import Scenario
-from branching_ops.testing._process import wait_until
 from branching_ops.testing.postgres import PostgresServer
 from branching_ops.testing.postgres import running_postgres
+from branching_ops.testing.processes import wait_until
 
 
 def run_demo(params: DemoParams, progress: Progress | None = None) -> list[RunResult]:

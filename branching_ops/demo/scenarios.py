@@ -30,7 +30,8 @@ class Scenario:
 
     ``flags`` are the child's flags beyond the mode and the database (given
     the parameters and the Redis URL); ``drive`` sends the work to the ready
-    child and fills the run's result.
+    child and fills the run's result. ``server_threads``: each of
+    ``--threads`` server threads needs a connection at once, in any mode.
     """
 
     name: str
@@ -41,6 +42,7 @@ class Scenario:
     flags: Callable[[DemoParams, str | None], list[str]]
     drive: Callable[[Run], None]
     needs_redis: bool = False
+    server_threads: bool = False
 
 
 def _send_requests(run: Run) -> None:
@@ -141,6 +143,7 @@ SCENARIOS = {
             ),
             lambda p, redis_url: ["--conn-max-age", "0", "--threads", str(p.threads)],
             _send_requests,
+            server_threads=True,
         ),
         Scenario(
             "persistent",
@@ -157,6 +160,7 @@ SCENARIOS = {
                 *("--max-connections-per-thread", str(CAP)),
             ],
             _send_requests,
+            server_threads=True,
         ),
         Scenario(
             "worker",

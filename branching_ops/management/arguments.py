@@ -22,8 +22,8 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils.connection import ConnectionDoesNotExist
 
 from branching_ops import activity
+from branching_ops import names
 from branching_ops.conf import conf
-from branching_ops.names import branch_name_error
 
 
 def add_database_argument(parser: CommandParser) -> None:
@@ -106,10 +106,7 @@ def database_connection(alias: str) -> BaseDatabaseWrapper:
 
 def check_branch_name(name: str, *, argument: str = "") -> str:
     """Return ``name`` if it is a valid branch name, else raise ``CommandError``."""
-    error = branch_name_error(name)
-    if error is not None:
-        raise CommandError(f"{argument}{error}" if argument else error)
-    return name
+    return names.check_branch_name(name, lambda error: CommandError(f"{argument}{error}"))
 
 
 def check_branch_schema(name: str) -> str:

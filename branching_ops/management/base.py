@@ -16,6 +16,10 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 
 from branching_ops import tracking
 
+__all__ = [
+    "BranchCommand",
+]
+
 logger = logging.getLogger("branching_ops")
 
 
@@ -48,7 +52,7 @@ class BranchCommand(BaseCommand):
                 BaseDatabaseWrapper.close,
                 "shutdown",
                 self._opened_branch_aliases(),
-                spare_atomic=True,
+                spare_atomic=logging.WARNING,
             )
             if closed:
                 logger.debug("Closed %d branch connection(s) at the end of a command.", closed)

@@ -32,7 +32,7 @@ OPEN = Gauge(
 OPENED = Counter("branching_ops_branch_connections_opened", "Branch connections opened.")
 CLOSED = Counter(
     "branching_ops_branch_connections_closed",
-    "Branch connections closed, by reason: obsolete, shutdown, cap, external.",
+    "Branch connections closed, by reason: " + ", ".join(signals.CLOSE_REASONS) + ".",
     ["reason"],
 )
 ERRORS = Counter(
@@ -46,9 +46,6 @@ TRACKED = Gauge(
     multiprocess_mode="livesum",
 )
 
-# The reasons branch_connection_closed carries (branching_ops.signals).
-CLOSE_REASONS = ("obsolete", "shutdown", "cap", "external")
-
 
 def _error_kinds(error_class: type[SearchPathError] = SearchPathError) -> Iterator[str]:
     yield error_class.kind
@@ -58,7 +55,7 @@ def _error_kinds(error_class: type[SearchPathError] = SearchPathError) -> Iterat
 
 # Every series exists from the start at 0, so that increase() and rate()
 # see the first event and alerts need no "or absent()".
-for _reason in CLOSE_REASONS:
+for _reason in signals.CLOSE_REASONS:
     CLOSED.labels(_reason)
 for _kind in sorted(set(_error_kinds())):
     ERRORS.labels(_kind)
@@ -69,7 +66,7 @@ def on_opened(**kwargs: object) -> None:
     OPEN.inc()
 
 
-def on_closed(reason: str, **kwargs: object) -> None:
+def on_closed(reason: signals.CloseReason, **kwargs: object) -> None:
     CLOSED.labels(reason).inc()
     OPEN.dec()
 

@@ -18,6 +18,11 @@ from django.db import connections
 
 from branching_ops import activity
 
+__all__ = [
+    "assert_no_branch_connections",
+    "branch_connection_count",
+]
+
 
 def branch_backends(using: str = "default") -> dict[int, str]:
     """Every branch backend on the database of ``using``: server pid to branch name.

@@ -1,7 +1,8 @@
 """A throw-away PgBouncer in front of a PostgreSQL server, for tests.
 
 The binary is the system's (``pgbouncer`` on ``PATH`` or in ``/usr/sbin``,
-Debian package ``pgbouncer``); no wheel ships one. As root it drops to the
+Debian package ``pgbouncer``; no wheel ships one), or any other command that
+runs one (:func:`branching_ops.testing.debian.debian_pgbouncer`). As root it drops to the
 same unprivileged user as PostgreSQL. Authentication is ``trust``: every
 user the clients name is listed in the auth file with an empty password.
 """
@@ -22,12 +23,17 @@ from pathlib import Path
 
 import psycopg
 
-from branching_ops.testing._process import free_port
-from branching_ops.testing._process import stop_process
-from branching_ops.testing._process import unprivileged_user
-from branching_ops.testing._process import wait_until
+from branching_ops import pgbouncer
+from branching_ops.pgbouncer import ADMIN_DATABASE
+from branching_ops.testing.processes import free_port
+from branching_ops.testing.processes import stop_process
+from branching_ops.testing.processes import unprivileged_user
+from branching_ops.testing.processes import wait_until
 
-ADMIN_DATABASE = "pgbouncer"
+__all__ = [
+    "PgBouncer",
+    "running_pgbouncer",
+]
 
 
 def find_pgbouncer() -> str | None:
@@ -37,10 +43,11 @@ def find_pgbouncer() -> str | None:
     )
 
 
-def pgbouncer_version(binary: str) -> tuple[int, int]:
-    """``(major, minor)`` of ``binary``, from ``pgbouncer --version``."""
+def pgbouncer_version(command: str | Sequence[str]) -> tuple[int, int]:
+    """``(major, minor)`` of the PgBouncer ``command`` runs, from ``pgbouncer --version``."""
+    argv = [command] if isinstance(command, str) else list(command)
     output = subprocess.run(
-        [binary, "--version"], capture_output=True, text=True, check=True
+        [*argv, "--version"], capture_output=True, text=True, check=True
     ).stdout
     match = re.search(r"PgBouncer (\d+)\.(\d+)", output)
     if match is None:
@@ -65,23 +72,23 @@ class PgBouncer:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    @property
+    def admin_conninfo(self) -> str:
+        """The admin console's conninfo, e.g. for ``BRANCHING_OPS["PGBOUNCER_ADMIN"]``."""
+        return f"host={self.host} port={self.port} dbname={ADMIN_DATABASE} user={self.admin_user}"
+
     def admin(self) -> psycopg.Connection[tuple[object, ...]]:
         """A connection to the admin console (``SHOW CLIENTS``, ``SHOW SERVERS``, …).
 
         The console speaks only the simple query protocol: ``ClientCursor``.
         """
         return psycopg.connect(
-            f"host={self.host} port={self.port} user={self.admin_user} dbname={ADMIN_DATABASE}",
-            autocommit=True,
-            cursor_factory=psycopg.ClientCursor,
+            self.admin_conninfo, autocommit=True, cursor_factory=psycopg.ClientCursor
         )
 
     def show(self, what: str) -> list[dict[str, object]]:
         """``SHOW <what>`` on the admin console, as one dict per row."""
-        with self.admin() as console, console.cursor() as cursor:
-            cursor.execute(f"SHOW {what}")
-            names = [column.name for column in cursor.description or []]
-            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return pgbouncer.show(self.admin_conninfo, what)
 
     def client_application_names(self, dbname: str) -> list[str]:
         """``application_name`` of every client connected to ``dbname``, sorted."""
@@ -132,15 +139,19 @@ def running_pgbouncer(
     ignore_startup_parameters: str = "",
     default_pool_size: int = 10,
     extra: dict[str, str] | None = None,
+    command: Sequence[str] | None = None,
 ) -> Iterator[PgBouncer]:
     """Start PgBouncer in front of ``server_host:server_port``; stop it and clean up on exit.
 
     ``users`` are the roles clients connect as; the first one is also the
     admin console's user. ``extra`` adds ``[pgbouncer]`` settings.
+    ``command`` runs another PgBouncer than the system's.
     """
-    binary = find_pgbouncer()
-    if binary is None:
-        raise RuntimeError("No pgbouncer binary found (Debian: apt-get install pgbouncer).")
+    if command is None:
+        binary = find_pgbouncer()
+        if binary is None:
+            raise RuntimeError("No pgbouncer binary found (Debian: apt-get install pgbouncer).")
+        command = [binary]
     user = unprivileged_user()
     workdir = Path(tempfile.mkdtemp(prefix="branching-ops-pgbouncer-"))
     bouncer = PgBouncer(workdir, free_port(), admin_user=users[0])
@@ -167,7 +178,7 @@ def running_pgbouncer(
             for path in [workdir, *workdir.iterdir()]:
                 shutil.chown(path, user)
         bouncer.process = subprocess.Popen(
-            [binary, str(workdir / "pgbouncer.ini")],
+            [*command, str(workdir / "pgbouncer.ini")],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             user=user,

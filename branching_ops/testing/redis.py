@@ -18,11 +18,16 @@ from pathlib import Path
 
 import redis
 
-from branching_ops.testing._process import free_port
-from branching_ops.testing._process import runnable_by
-from branching_ops.testing._process import stop_process
-from branching_ops.testing._process import unprivileged_user
-from branching_ops.testing._process import wait_until
+from branching_ops.testing.processes import free_port
+from branching_ops.testing.processes import runnable_by
+from branching_ops.testing.processes import stop_process
+from branching_ops.testing.processes import unprivileged_user
+from branching_ops.testing.processes import wait_until
+
+__all__ = [
+    "RedisServer",
+    "running_redis",
+]
 
 
 def find_redis_server() -> str:

@@ -16,12 +16,42 @@ ALLOWED_HOSTS = ["*"]
 ROOT_URLCONF = "tests.project.urls"
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-MIDDLEWARE: list[str] = []
+# Django's admin (tests/test_admin*.py): sessions, users and messages are read
+# lazily, so other views never touch the database for them.
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+STATIC_URL = "/static/"
 
 INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
     "django_rq",
     "branching_ops",
     "tests.testapp",
+    # Three apps, 11 migrations (a FK across apps, a data migration): branch_migrate.
+    "tests.library",
+    "tests.shop",
 ]
 
 DATABASES = BranchDatabases(
@@ -38,6 +68,9 @@ DATABASES = BranchDatabases(
         }
     }
 )
+if os.environ.get("BRANCHING_OPS_TEST_SEARCH_PATH") == "transaction":  # tests/test_pooler.py
+    BRANCHING_OPS = {"SEARCH_PATH": "transaction"}
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 if other := os.environ.get("BRANCHING_OPS_TEST_SQLITE"):
     # A second alias of another engine beside the PostgreSQL ones (worker tests).
     DATABASES["other"] = {"ENGINE": "django.db.backends.sqlite3", "NAME": other}

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 from django.apps import apps
+from django.contrib import admin
 from django.urls import path
 
 from tests.project import views
 
 urlpatterns = [
+    path("admin/", admin.site.urls),
     path("branch/<str:name>/", views.branch),
     path("default/", views.default),
     path("ok/", views.ok),

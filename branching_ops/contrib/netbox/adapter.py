@@ -1,25 +1,7 @@
 """netbox-branching's branch connections, opened and tracked the way this package does it.
 
-netbox-branching requires ``type(settings.DATABASES) is DynamicSchemaDict``
-(its ``AppConfig.ready()`` raises otherwise), so :class:`BranchDatabases`
-cannot take its place. The adapter leaves that object in place and changes
-two things of netbox-branching's module, both checked by
-``branching_ops.E060``:
-
-- ``DynamicSchemaDict.__getitem__`` calls the module-level
-  ``track_branch_connection(alias)`` at each lookup (netbox_branching/utilities.py,
-  1.2.2 line 104). That hook becomes :func:`track_branch_connection`: the
-  name check, then :func:`branching_ops.tracking.track` — thread-critical,
-  untracked on close, the cap, the signals — instead of its never-emptied,
-  context-local set.
-- ``DynamicSchemaDict.__getitem__`` answers a branch with the settings of
-  :func:`~branching_ops.databases.build_branch_settings` (``application_name``,
-  ``search_path`` delivery and verification, ``main_schema`` as the tail)
-  instead of ``default`` plus a bare ``-c search_path`` option.
-
-netbox-branching's own request receivers (connected in its ``ready()``,
-netbox_branching/__init__.py lines 107-108) are disconnected: they walk the
-set the hook no longer fills, and ``branching_ops``' receivers do the work.
+Replaces ``utilities.track_branch_connection`` and ``DynamicSchemaDict.__getitem__``
+in place (netbox-branching accepts no other ``DATABASES``); docs/netbox.md tells how.
 """
 
 from __future__ import annotations
@@ -31,14 +13,13 @@ from typing import Any
 
 from django.core.signals import request_finished
 from django.core.signals import request_started
-from django.utils.connection import ConnectionDoesNotExist
 from netbox_branching import utilities
 from netbox_branching.utilities import DynamicSchemaDict
 
 from branching_ops import tracking
+from branching_ops.databases import alias_branch_name
 from branching_ops.databases import build_branch_settings
 from branching_ops.names import ALIAS_PREFIX
-from branching_ops.names import branch_name_error
 
 logger = logging.getLogger("branching_ops")
 
@@ -48,16 +29,13 @@ _stock_getitem: Callable[[DynamicSchemaDict, Any], Any] = DynamicSchemaDict.__ge
 
 def track_branch_connection(alias: str) -> None:
     """netbox-branching's hook, called before a branch's connection wrapper is created."""
-    error = branch_name_error(alias.removeprefix(ALIAS_PREFIX))
-    if error is not None:
-        raise ConnectionDoesNotExist(f"The connection '{alias}' doesn't exist: {error}")
+    alias_branch_name(alias)
     tracking.track(alias)
 
 
 @functools.wraps(_stock_getitem)
 def _getitem(self: DynamicSchemaDict, item: Any) -> Any:
-    # netbox-branching's lookup runs first: through the hook it checks the
-    # name and tracks the alias, and it keeps its answer for other keys.
+    # netbox-branching's lookup first: through the hook it checks and tracks.
     answer = _stock_getitem(self, item)
     if isinstance(item, str) and item.startswith(ALIAS_PREFIX) and item != ALIAS_PREFIX:
         return build_branch_settings(
@@ -72,6 +50,7 @@ def install() -> None:
         logger.error(hook_moved_message())
     utilities.track_branch_connection = track_branch_connection
     DynamicSchemaDict.__getitem__ = _getitem
+    DynamicSchemaDict.branching_ops_serves_branches = True  # for branching_ops.checks
     for signal in (request_started, request_finished):
         signal.disconnect(utilities.close_old_branch_connections)
 

@@ -9,16 +9,13 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage
 from django.core.checks import Error
-from django.core.checks import Tags
 from django.core.checks import Warning
-from django.core.checks import register
 
 from branching_ops.conf import conf
 from branching_ops.contrib.netbox import NAME
 from branching_ops.contrib.netbox import adapter
 
 
-@register(Tags.compatibility)
 def check_adapter(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
     if adapter.installed():
         return []
@@ -32,7 +29,6 @@ def check_adapter(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> lis
     ]
 
 
-@register(Tags.compatibility)
 def check_plugin_settings(
     app_configs: Sequence[AppConfig] | None, **kwargs: Any
 ) -> list[CheckMessage]:
@@ -50,7 +46,6 @@ def check_plugin_settings(
     ]
 
 
-@register(Tags.compatibility)
 def check_uncapped_persistent_connections(
     app_configs: Sequence[AppConfig] | None, **kwargs: Any
 ) -> list[CheckMessage]:
@@ -68,3 +63,7 @@ def check_uncapped_persistent_connections(
             id="branching_ops.W060",
         )
     ]
+
+
+CHECKS = (check_adapter, check_plugin_settings, check_uncapped_persistent_connections)
+"""Registered by the plugin's ``ready()``."""

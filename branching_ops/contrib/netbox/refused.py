@@ -1,11 +1,7 @@
-"""``branch_create`` and ``branch_drop`` under NetBox: refused, pointing at netbox-branching.
+"""Commands that would go around netbox-branching, refused under NetBox, pointing at its way.
 
-A NetBox branch is a ``Branch`` record whose schema netbox-branching
-provisions (tables, triggers, migrations state) and deprovisions; a schema
-made or dropped beside it is one NetBox does not know or a record whose
-schema is gone. The plugin's commands (``branching_ops_netbox.management``)
-take the place of the package's own ones: its app comes before
-``branching_ops`` in ``INSTALLED_APPS``.
+netbox-branching provisions, migrates and drops a branch's schema with its
+``Branch`` record; the plugin's commands take the place of the package's own.
 """
 
 from __future__ import annotations
@@ -22,6 +18,9 @@ NETBOX_WAY = {
     "/api/plugins/branching/branches/): netbox-branching provisions its schema",
     "branch_drop": "delete the branch in NetBox (or DELETE /api/plugins/branching/branches/"
     "<id>/): netbox-branching drops its schema with its record",
+    "branch_migrate": "migrate branches in NetBox (a branch's Migrate button, or select "
+    "branches under Branching > Branches and Migrate Selected): netbox-branching runs "
+    "its MigrateBranchJob (Branch.migrate()) on each branch pending migrations",
 }
 
 

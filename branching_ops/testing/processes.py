@@ -9,6 +9,14 @@ import subprocess
 import time
 from collections.abc import Callable
 
+__all__ = [
+    "free_port",
+    "runnable_by",
+    "stop_process",
+    "unprivileged_user",
+    "wait_until",
+]
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""

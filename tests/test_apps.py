@@ -1,4 +1,4 @@
-"""The HTTP entry point, through Django's real WSGI handler and real PostgreSQL."""
+"""The HTTP entry point (`apps.py`'s request receivers), through Django's real WSGI handler."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import pytest
-from django.core.signals import request_finished
-from django.core.signals import request_started
 from django.db import connections
 
+from branching_ops.apps import REQUEST_RECEIVERS
 from branching_ops.testing.postgres import PostgresServer
 from branching_ops.tracking import close_old_branch_connections
 from branching_ops.tracking import stored_wrapper
@@ -26,17 +25,13 @@ from tests.wsgi import get
 @contextmanager
 def receivers_disconnected() -> Iterator[None]:
     """Run without this package's request receivers: plain Django."""
-    request_started.disconnect(dispatch_uid="branching_ops.request_started")
-    request_finished.disconnect(dispatch_uid="branching_ops.request_finished")
+    for signal, dispatch_uid in REQUEST_RECEIVERS:
+        signal.disconnect(dispatch_uid=dispatch_uid)
     try:
         yield
     finally:
-        request_started.connect(
-            close_old_branch_connections, dispatch_uid="branching_ops.request_started"
-        )
-        request_finished.connect(
-            close_old_branch_connections, dispatch_uid="branching_ops.request_finished"
-        )
+        for signal, dispatch_uid in REQUEST_RECEIVERS:
+            signal.connect(close_old_branch_connections, dispatch_uid=dispatch_uid)
 
 
 def test_sequential_branches_leave_no_backend(
