@@ -27,9 +27,18 @@ def notes(schema: str) -> list[str]:
 
 @dataclass
 class Ran:
-    out: str  # seconds as S.SS
-    err: str
+    stdout: str
+    stderr: str
     error: CommandError | None  # what call_command raised: the exit status is its returncode
+
+    @property
+    def out(self) -> str:
+        """``stdout`` with seconds as S.SS (not for ``--json``: 0.12 would become S.SS)."""
+        return normalized(self.stdout)
+
+    @property
+    def err(self) -> str:
+        return normalized(self.stderr)
 
 
 def branch_run(*args: str, **options: Any) -> Ran:
@@ -40,7 +49,7 @@ def branch_run(*args: str, **options: Any) -> Ran:
         call_command("branch_run", *args, stdout=out, stderr=err, **options)
     except CommandError as exc:
         error = exc
-    return Ran(normalized(out.getvalue()), normalized(err.getvalue()), error)
+    return Ran(out.getvalue(), err.getvalue(), error)
 
 
 def normalized(text: str) -> str:

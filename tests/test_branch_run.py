@@ -98,7 +98,7 @@ def test_json_report(tmp_path: Path) -> None:
         "--", "branch_note", "--fail-on", "b",
     )  # fmt: skip
 
-    report = json.loads(ran.out)
+    report = json.loads(ran.stdout)
     for branch in report["branches"]:
         assert isinstance(branch.pop("seconds"), float)
     assert report == {

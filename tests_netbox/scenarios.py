@@ -8,6 +8,7 @@ backend terminated) and leaves it empty.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import threading
@@ -25,6 +26,7 @@ import psycopg
 from rq.job import Job
 from rq.job import JobStatus
 
+from branching_ops.names import APPLICATION_NAME_MARKER
 from branching_ops.testing.processes import free_port
 from branching_ops.testing.processes import stop_process
 from branching_ops.testing.processes import wait_until
@@ -48,6 +50,9 @@ JOBS = 2 * BRANCHES  # in-process, round robin: each branch twice
 FORKED_JOBS = BRANCHES  # forking: one process per job
 COMMAND_RUNS = 2  # a second run shows what the first left does not add up
 EOF_LINE = "unexpected EOF on client connection"
+OPENED_LINE = re.compile(
+    rf"connection authorized: .*application_name=\S*{re.escape(APPLICATION_NAME_MARKER)}"
+)
 
 STOCK_WORKERS = {"forking": "utilities.rqworker.NetBoxRQWorker", "in-process": "rq.SimpleWorker"}
 ADAPTER_WORKERS = {
@@ -63,7 +68,8 @@ class Figures:
     total: int = 0
     failed: int = 0
     left: int = 0  # branch backends still open when the work was done
-    peak: int = 0  # most branch backends open at once
+    peak: int = 0  # most branch backends open at once (sampled: may miss short ones)
+    opened: int = 0  # branch connections the server authorized (its log: never missed)
     eof: int = 0  # "unexpected EOF on client connection" in the server log
     notes: list[str] = field(default_factory=list)
 
@@ -133,14 +139,17 @@ def clean_server(netbox: NetBox) -> Iterator[None]:
 
 @contextmanager
 def window(netbox: NetBox, figures: Figures) -> Iterator[None]:
-    """Measure the block: the peak of branch backends, the EOFs the server logged."""
+    """Measure the block: the peak of branch backends; from the server's log, the branch
+    connections it opened and the EOFs."""
     offset = netbox.log_offset()
     try:
         with Sampler(netbox).running() as sampler:
             yield
         figures.peak = sampler.peak
     finally:
-        figures.eof = netbox.log_since(offset).count(EOF_LINE)
+        log = netbox.log_since(offset)
+        figures.opened = len(OPENED_LINE.findall(log))
+        figures.eof = log.count(EOF_LINE)
 
 
 def http(netbox: NetBox, setting: Setting, allowance: int, requests: int) -> Figures:

@@ -125,7 +125,8 @@ class PostgresServer:
 
     @property
     def log_path(self) -> Path:
-        """The server log; DEBUG1, so vanished clients show as ``unexpected EOF``."""
+        """The server log: DEBUG1, so vanished clients show as ``unexpected EOF``;
+        ``log_connections``, so each connection's ``application_name`` shows."""
         return self.workdir / "server.log"
 
     def log_text(self) -> str:
@@ -145,6 +146,7 @@ class PostgresServer:
             "-c", "synchronous_commit=off",
             "-c", "full_page_writes=off",
             "-c", "log_min_messages=debug1",
+            "-c", "log_connections=on",
         ]  # fmt: skip
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
