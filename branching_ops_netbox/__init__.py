@@ -4,7 +4,8 @@ A top-level module, because NetBox looks a plugin's app up by its whole
 ``PLUGINS`` entry (``apps.get_app_config(plugin)`` in netbox/plugins/views.py)
 and by its last dotted part (netbox/plugins/urls.py, utils.py): only a name
 without dots can be both. The adapter lives in :mod:`branching_ops.contrib.netbox`;
-here are only the plugin's commands, where Django looks for them.
+here is only what Django and NetBox look up by the plugin's name: its
+commands, templates and API URLs.
 """
 
 from __future__ import annotations
