@@ -138,7 +138,9 @@ def test_the_package_map_lists_every_module() -> None:
 
     assert "databases.py" in listed  # the pattern still finds the table
     assert uncovered(PACKAGE) == []
-    assert sorted(path for path in listed if not (PACKAGE / path).exists()) == []
+    # A row outside branching_ops/ (the NetBox plugin's package) names a path from the root.
+    stale = [path for path in listed if not any((d / path).exists() for d in (PACKAGE, ROOT))]
+    assert sorted(stale) == []
 
 
 def test_every_test_the_docs_name_exists() -> None:
