@@ -31,6 +31,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from benchmarks._targets import report_targets
 from branching_ops.testing.postgres import PostgresServer
 from branching_ops.testing.postgres import running_postgres
 
@@ -243,9 +244,7 @@ def main() -> int:
         (f"no-op: {noop_speedup:.0f}x django-tenants (>= {TARGET_NOOP_VS_TENANTS:.0f})",
          noop_speedup >= TARGET_NOOP_VS_TENANTS),
     ]  # fmt: skip
-    for label, met in targets:
-        print(f"{'PASS' if met else 'MISS'} {label}")
-    return 0 if all(met for _, met in targets) else 1
+    return report_targets(targets)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 import django
 from django.conf import settings
 
+from benchmarks._targets import report_targets
 from branching_ops.databases import BranchDatabases
 from branching_ops.testing.pgbouncer import running_pgbouncer
 from branching_ops.testing.postgres import running_postgres
@@ -163,9 +164,7 @@ def main() -> int:
         (f"8 x 40 direct fails ({failures['direct']}), pooled does not ({failures['pooled']})",
          failures["direct"] > 0 and failures["pooled"] == 0),
     ]  # fmt: skip
-    for label, met in targets:
-        print(f"{'PASS' if met else 'MISS'} {label}")
-    return 0 if all(met for _, met in targets) else 1
+    return report_targets(targets)
 
 
 if __name__ == "__main__":
